@@ -1,0 +1,48 @@
+"""wm-framework: train and evaluate world models across environments.
+
+The public API (contract) is small and imports nothing heavy:
+
+- ``hookimpl``: the marker plugins decorate their ``register_*`` hooks with.
+- ``create(kind, name, **params)``: build any registered component.
+- ``make_env(name, **params)``: shorthand for ``create("envs", name, **params)``.
+- ``components(kind=None)``: what is registered, as ``{kind: {name: Component}}``.
+"""
+
+from __future__ import annotations
+
+from wm_framework.errors import RecipeError, WMError, WMRuntimeError, WMUsageError
+from wm_framework.hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "hookimpl",
+    "create",
+    "make_env",
+    "components",
+    "WMError",
+    "WMUsageError",
+    "WMRuntimeError",
+    "RecipeError",
+    "__version__",
+]
+
+
+def create(kind: str, name: str, **params):
+    """Build the component ``name`` of ``kind`` (e.g. "encoders") with ``params``."""
+    from wm_framework.registry import get_registry
+
+    return get_registry().create(kind, name, **params)
+
+
+def make_env(name: str, **params):
+    """Build a registered environment: a ``gymnasium.Env``."""
+    return create("envs", name, **params)
+
+
+def components(kind: str | None = None):
+    """Registered components: ``{kind: {name: Component}}``, or ``{name: Component}`` for one kind."""
+    from wm_framework.registry import get_registry
+
+    reg = get_registry()
+    return reg.by_kind(kind) if kind else reg.all()

@@ -1,0 +1,139 @@
+"""The world-model composition every model in wm-framework shares.
+
+``z_t = encoder(obs_t)``, ``pred_{t+1} = predictor(z_<=t, a_<=t)``. A training window of
+L frames is encoded whole; the predictor sees the first L-1 latents and action blocks
+and predicts, causally, one step ahead at each position. What ``pred`` is compared to
+is the predictor's choice (optional hooks below), so the same composition serves a
+JEPA (latent targets), a next-frame CNN (pixel targets) and a GPT state model (state
+or state-delta targets).
+
+Optional predictor hooks (duck-typed, all have defaults):
+
+- ``make_target(z, obs) -> Tensor[B, L-1, D_out]``: the training target aligned with
+  ``pred``. Default: ``z[:, 1:]`` (the next latent, not detached: LeWM's choice).
+- ``history: int``: how many past steps the predictor attends to (rollouts keep that many).
+- ``next_latent(pred_t, z_t) -> z_{t+1}``: turn one prediction into the next latent for
+  open-loop rollouts in latent space. Default: ``pred_t``.
+- ``next_obs(pred_t) -> obs[B, C, H, W]``: for models whose prediction is an observation;
+  when present, rollouts decode, feed the frame back and re-encode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """How actions are stored and turned into float blocks for the predictor."""
+
+    kind: str  # "discrete" | "continuous"
+    n: int  # number of discrete actions, or the continuous action dimension
+    frameskip: int = 1  # raw actions per frame (one block per frame)
+
+    @property
+    def block_dim(self) -> int:
+        """Width of the float action block the predictor receives per frame."""
+        return self.frameskip * self.n
+
+    @classmethod
+    def from_store_attrs(cls, spec: dict, frameskip: int = 1) -> "ActionSpec":
+        return cls(spec["type"], int(spec["n"] if spec["type"] == "discrete" else spec["dim"]), frameskip)
+
+
+def prepare_obs(obs: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels [B,T,H,W,C] -> float [B,T,C,H,W] in [0,1]; float states pass through.
+
+    Runs on whatever device ``obs`` is on, so uint8 frames cross to the GPU at a quarter
+    of the float size and are converted there.
+    """
+    if obs.dtype == torch.uint8:
+        return obs.permute(0, 1, 4, 2, 3).float().div_(255.0)
+    return obs.float()
+
+
+def prepare_actions(action: torch.Tensor, spec: ActionSpec) -> torch.Tensor:
+    """Stored action blocks -> float [B,T,frameskip*n].
+
+    Discrete ``[B,T,fs]`` int64 becomes one-hot per raw step (padding -1 -> all zeros);
+    continuous ``[B,T,fs,A]`` is flattened with NaN (padding, first step) -> 0.
+    """
+    if spec.kind == "discrete":
+        a = action.long()
+        if a.dim() == 2:
+            a = a.unsqueeze(-1)
+        valid = (a >= 0).unsqueeze(-1)
+        onehot = torch.nn.functional.one_hot(a.clamp(min=0), spec.n).float() * valid
+        return onehot.flatten(2)
+    a = action.float()
+    if a.dim() == 3:
+        a = a.unsqueeze(2)
+    return torch.nan_to_num(a, nan=0.0).flatten(2)
+
+
+class WorldModel(nn.Module):
+    """encoder + predictor with the one-step-ahead training forward and open-loop rollouts."""
+
+    def __init__(self, encoder: nn.Module, predictor: nn.Module, action_spec: ActionSpec):
+        super().__init__()
+        self.encoder = encoder
+        self.predictor = predictor
+        self.action_spec = action_spec
+
+    @property
+    def history(self) -> int:
+        return int(getattr(self.predictor, "history", 0) or 0)
+
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        """Prepared obs [B,T,...] -> latents [B,T,D]."""
+        return self.encoder(obs)
+
+    def forward(self, batch: dict) -> dict:
+        """One-step-ahead teacher-forced pass over a window; returns the loss inputs."""
+        obs = prepare_obs(batch["obs"])
+        act = prepare_actions(batch["action"], self.action_spec)
+        z = self.encoder(obs)
+        pred = self.predictor(z[:, :-1], act[:, :-1])
+        make_target = getattr(self.predictor, "make_target", None)
+        target = make_target(z, obs) if make_target is not None else z[:, 1:]
+        return {"z": z, "pred": pred, "target": target, "obs": obs, "action": act}
+
+    @torch.no_grad()
+    def rollout(self, obs_context: torch.Tensor, actions: torch.Tensor) -> dict:
+        """Open-loop rollout: predictions are fed back, never the ground truth.
+
+        ``obs_context``: prepared obs [B,C0,...] (C0 >= 1 context frames).
+        ``actions``: float action blocks [B,C0-1+H,A] for the context and H future steps.
+        Returns ``latents`` [B,H,D] and, for observation-predicting models, ``obs`` [B,H,...].
+        """
+        c0 = obs_context.shape[1]
+        horizon = actions.shape[1] - (c0 - 1)
+        keep = self.history or None
+        next_obs = getattr(self.predictor, "next_obs", None)
+        next_latent = getattr(self.predictor, "next_latent", None)
+        z_hist = self.encoder(obs_context)
+        obs_hist = obs_context
+        out_z, out_obs = [], []
+        for h in range(horizon):
+            t = c0 + h  # number of frames known so far
+            zin = z_hist if keep is None else z_hist[:, -keep:]
+            ain = actions[:, :t]
+            ain = ain if keep is None else ain[:, -keep:]
+            pred_t = self.predictor(zin, ain)[:, -1]
+            if next_obs is not None:
+                frame = next_obs(pred_t)
+                out_obs.append(frame)
+                obs_hist = torch.cat([obs_hist, frame.unsqueeze(1)], 1)
+                window = obs_hist if keep is None else obs_hist[:, -max(keep, 1):]
+                z_next = self.encoder(window)[:, -1]
+            else:
+                z_next = next_latent(pred_t, z_hist[:, -1]) if next_latent is not None else pred_t
+            out_z.append(z_next)
+            z_hist = torch.cat([z_hist, z_next.unsqueeze(1)], 1)
+        result = {"latents": torch.stack(out_z, 1)}
+        if out_obs:
+            result["obs"] = torch.stack(out_obs, 1)
+        return result

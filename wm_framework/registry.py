@@ -1,0 +1,194 @@
+"""Components by kind and name.
+
+Every plugin registers factories here through its ``register_*`` hooks; recipes and
+the Python API build components with ``create(kind, name, **params)``. Unknown names
+and unknown parameters are errors that list what exists, so a typo in a recipe is
+one readable line rather than a ``TypeError`` deep in a factory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from wm_framework.errors import WMRuntimeError, WMUsageError
+from wm_framework.hookspecs import KINDS
+
+# Singular and short spellings people (and recipe sections) use for each kind.
+_ALIASES = {
+    "env": "envs", "environment": "envs", "policy": "policies", "encoder": "encoders",
+    "predictor": "predictors", "loss": "losses", "probe": "probes", "planner": "planners",
+    "launcher": "launchers", "stage": "stages",
+}
+
+
+def normalize_kind(kind: str) -> str:
+    """Map "env"/"encoder"/... to the canonical plural kind, or raise listing the kinds."""
+    k = _ALIASES.get(kind, kind)
+    if k not in KINDS:
+        raise WMUsageError(f"unknown component kind '{kind}'; kinds are: {', '.join(KINDS)}")
+    return k
+
+
+@dataclass(frozen=True)
+class Param:
+    """One factory parameter as shown by `wm components list`."""
+
+    name: str
+    default: Any = inspect.Parameter.empty
+    annotation: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty
+
+    def describe(self) -> str:
+        text = self.name + (f": {self.annotation}" if self.annotation else "")
+        return text if self.required else f"{text} = {self.default!r}"
+
+
+@dataclass
+class Component:
+    """A registered factory with the plugin that registered it."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    plugin: str
+    description: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def params(self) -> list[Param]:
+        """Keyword parameters the factory accepts (context parameters included)."""
+        try:
+            sig = inspect.signature(self.factory)
+        except (TypeError, ValueError):
+            return []
+        out = []
+        for p in sig.parameters.values():
+            if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                continue
+            if self.kind == "policies" and p.name == "env":
+                continue  # policies receive the env positionally
+            ann = p.annotation
+            ann_text = "" if ann is p.empty else (ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann)))
+            out.append(Param(p.name, p.default, ann_text))
+        return out
+
+    def accepts_any(self) -> bool:
+        try:
+            sig = inspect.signature(self.factory)
+        except (TypeError, ValueError):
+            return True
+        return any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+
+    def check_params(self, params: dict) -> None:
+        """Raise WMUsageError naming unknown parameters and listing the accepted ones."""
+        if self.accepts_any():
+            return
+        known = {p.name for p in self.params()}
+        unknown = [k for k in params if k not in known]
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(k, known, n=1)
+                hints.append(f"'{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            raise WMUsageError(
+                f"{self.kind[:-1] if self.kind != 'policies' else 'policy'} '{self.name}': unknown parameter "
+                f"{', '.join(hints)}; accepted: {', '.join(sorted(known)) or '(none)'}"
+            )
+
+
+class DuplicateComponentError(WMUsageError):
+    """Two plugins registered the same name for the same kind."""
+
+
+class Registry:
+    """Components keyed by (kind, name)."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, dict[str, Component]] = {k: {} for k in KINDS}
+
+    def add(self, kind: str, name: str, factory: Callable, plugin: str, **meta) -> Component:
+        kind = normalize_kind(kind)
+        if not callable(factory):
+            raise WMUsageError(f"{kind} '{name}' from plugin '{plugin}': factory is not callable")
+        existing = self._items[kind].get(name)
+        if existing is not None:
+            raise DuplicateComponentError(
+                f"{kind} '{name}' is registered by two plugins: '{existing.plugin}' and '{plugin}'"
+            )
+        description = meta.pop("description", "") or _first_line(factory.__doc__)
+        comp = Component(kind, name, factory, plugin, description, meta)
+        self._items[kind][name] = comp
+        return comp
+
+    def remove_plugin(self, plugin: str) -> None:
+        """Drop everything one plugin registered (used when its registration fails half-way)."""
+        for kind in self._items:
+            self._items[kind] = {n: c for n, c in self._items[kind].items() if c.plugin != plugin}
+
+    def get(self, kind: str, name: str) -> Component:
+        kind = normalize_kind(kind)
+        comp = self._items[kind].get(name)
+        if comp is None:
+            names = sorted(self._items[kind])
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise WMUsageError(
+                f"unknown {kind[:-1] if kind != 'policies' else 'policy'} '{name}'{hint}; "
+                f"registered: {', '.join(names) or '(none)'}"
+            )
+        return comp
+
+    def create(self, kind: str, name: str, /, *args, **params):
+        """Build a component; bad names/params raise WMUsageError, a crashing factory WMRuntimeError."""
+        comp = self.get(kind, name)
+        comp.check_params(params)
+        try:
+            return comp.factory(*args, **params)
+        except (WMUsageError, WMRuntimeError):
+            raise
+        except (TypeError, ValueError) as e:
+            raise WMUsageError(f"{comp.kind} '{name}' (plugin '{comp.plugin}'): {e}") from e
+        except Exception as e:  # a plugin bug must not surface as a bare traceback
+            raise WMRuntimeError(
+                f"{comp.kind} '{name}' (plugin '{comp.plugin}') failed: {type(e).__name__}: {e}"
+            ) from e
+
+    def by_kind(self, kind: str) -> dict[str, Component]:
+        return dict(self._items[normalize_kind(kind)])
+
+    def all(self) -> dict[str, dict[str, Component]]:
+        return {k: dict(v) for k, v in self._items.items()}
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._items[normalize_kind(kind)])
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().splitlines()[0].strip() if (doc or "").strip() else ""
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, filled by loading every plugin on first use."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        from wm_framework.plugins import get_plugin_manager
+
+        _REGISTRY = get_plugin_manager().registry
+    return _REGISTRY
+
+
+def reset_registry() -> None:
+    """Forget loaded plugins and components (tests, or after installing a plugin)."""
+    global _REGISTRY
+    _REGISTRY = None
+    from wm_framework import plugins
+
+    plugins.reset_plugin_manager()
