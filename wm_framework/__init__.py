@@ -3,6 +3,7 @@
 The public API (contract) is small and imports nothing heavy:
 
 - ``hookimpl``: the marker plugins decorate their ``register_*`` hooks with.
+- ``lazy("module:attr")``: register a factory without importing it (keeps `wm` fast).
 - ``create(kind, name, **params)``: build any registered component.
 - ``make_env(name, **params)``: shorthand for ``create("envs", name, **params)``.
 - ``components(kind=None)``: what is registered, as ``{kind: {name: Component}}``.
@@ -12,11 +13,13 @@ from __future__ import annotations
 
 from wm_framework.errors import RecipeError, WMError, WMRuntimeError, WMUsageError
 from wm_framework.hookspecs import hookimpl
+from wm_framework.registry import lazy
 
 __version__ = "0.1.0"
 
 __all__ = [
     "hookimpl",
+    "lazy",
     "create",
     "make_env",
     "components",

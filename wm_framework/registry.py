@@ -32,6 +32,54 @@ def normalize_kind(kind: str) -> str:
     return k
 
 
+class LazyFactory:
+    """A factory named by "package.module:attr", imported only when built or inspected.
+
+    Registering ``lazy("wm_plugins.lewm.vit:ViTEncoder")`` instead of the class keeps
+    plugin loading free of torch, so `wm --help` and `wm plugins list` stay fast.
+    """
+
+    def __init__(self, target: str):
+        if ":" not in target:
+            raise ValueError(f"lazy factory '{target}': expected 'module:attr'")
+        self.target = target
+        self._obj = None
+
+    def resolve(self):
+        if self._obj is None:
+            import importlib
+
+            module, attr = self.target.split(":", 1)
+            obj = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+            self._obj = obj
+        return self._obj
+
+    def __call__(self, *args, **kwargs):
+        return self.resolve()(*args, **kwargs)
+
+    @property
+    def __signature__(self):
+        return inspect.signature(self.resolve())
+
+    @property
+    def __wrapped_doc__(self):
+        return self.resolve().__doc__
+
+    def __repr__(self) -> str:
+        return f"lazy({self.target!r})"
+
+
+def lazy(target: str) -> LazyFactory:
+    """Refer to a factory by "module:attr" without importing it (see LazyFactory)."""
+    return LazyFactory(target)
+
+
+def factory_doc(factory) -> str | None:
+    return factory.__wrapped_doc__ if isinstance(factory, LazyFactory) else getattr(factory, "__doc__", None)
+
+
 @dataclass(frozen=True)
 class Param:
     """One factory parameter as shown by `wm components list`."""
@@ -59,6 +107,16 @@ class Component:
     plugin: str
     description: str = ""
     meta: dict = field(default_factory=dict)
+
+    @property
+    def summary(self) -> str:
+        """The registered description, else the factory docstring's first line (imports a lazy factory)."""
+        if self.description:
+            return self.description
+        try:
+            return _first_line(factory_doc(self.factory))
+        except Exception:  # noqa: BLE001 - a broken lazy target shows up when it is built
+            return ""
 
     def params(self) -> list[Param]:
         """Keyword parameters the factory accepts (context parameters included)."""
@@ -120,7 +178,7 @@ class Registry:
             raise DuplicateComponentError(
                 f"{kind} '{name}' is registered by two plugins: '{existing.plugin}' and '{plugin}'"
             )
-        description = meta.pop("description", "") or _first_line(factory.__doc__)
+        description = meta.pop("description", "")
         comp = Component(kind, name, factory, plugin, description, meta)
         self._items[kind][name] = comp
         return comp

@@ -4,48 +4,38 @@ They let the core (collection, sampler, trainer, probes) be tested end to end in
 seconds, and compose with any env whose shapes fit.
 """
 
-from wm_framework import hookimpl
+from wm_framework import hookimpl, lazy
 
 
 @hookimpl
 def register_envs(register):
     """Toy environments with exact ground truth."""
-    from wm_plugins.blocks import envs
-
-    register("bouncing_ball", envs.BouncingBallEnv, description="A ball bouncing in a box, drawn in pixels; labels ball_x/y, vx/vy.")
-    register("linear_state", envs.LinearStateEnv, description="A linear dynamical system with a state observation and continuous actions.")
+    register("bouncing_ball", lazy("wm_plugins.blocks.envs:BouncingBallEnv"), description="A ball bouncing in a box, drawn in pixels; labels ball_x/y, vx/vy.")
+    register("linear_state", lazy("wm_plugins.blocks.envs:LinearStateEnv"), description="A linear dynamical system with a state observation and continuous actions.")
 
 
 @hookimpl
 def register_policies(register):
     """Policies that work with any env."""
-    from wm_plugins.blocks import policies
-
-    register("random", policies.RandomPolicy, description="Uniform random actions from the env's action space (seeded).")
-    register("sticky_random", policies.StickyRandomPolicy, description="Random actions, repeating the previous one with probability p.")
+    register("random", lazy("wm_plugins.blocks.policies:RandomPolicy"), description="Uniform random actions from the env's action space (seeded).")
+    register("sticky_random", lazy("wm_plugins.blocks.policies:StickyRandomPolicy"), description="Random actions, repeating the previous one with probability p.")
 
 
 @hookimpl
 def register_encoders(register):
     """Identity and MLP encoders."""
-    from wm_plugins.blocks import nets
-
-    register("identity", nets.IdentityEncoder)
-    register("mlp", nets.MLPEncoder)
+    register("identity", lazy("wm_plugins.blocks.nets:IdentityEncoder"))
+    register("mlp", lazy("wm_plugins.blocks.nets:MLPEncoder"))
 
 
 @hookimpl
 def register_predictors(register):
     """An MLP predictor over (latent, action) per step."""
-    from wm_plugins.blocks import nets
-
-    register("mlp", nets.MLPPredictor)
+    register("mlp", lazy("wm_plugins.blocks.nets:MLPPredictor"))
 
 
 @hookimpl
 def register_losses(register):
     """MSE and Huber between prediction and target."""
-    from wm_plugins.blocks import losses
-
-    register("mse", losses.MSELoss)
-    register("huber", losses.HuberLoss)
+    register("mse", lazy("wm_plugins.blocks.losses:MSELoss"))
+    register("huber", lazy("wm_plugins.blocks.losses:HuberLoss"))

@@ -1,0 +1,163 @@
+"""Plugin loading, isolation and the registry's errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import types
+
+import pytest
+
+import wm_framework
+from wm_framework import hookimpl
+from wm_framework.errors import WMUsageError
+from wm_framework.plugins import PluginLoadError, PluginManager
+from wm_framework.registry import DuplicateComponentError, Registry
+
+from conftest import ROOT, run_wm
+
+
+def _module(name: str, **hooks) -> types.ModuleType:
+    mod = types.ModuleType(name)
+    for hook, fn in hooks.items():
+        setattr(mod, hook, hookimpl(fn))
+    return mod
+
+
+def _env_factory(size: int = 3, speed: float = 1.0):
+    """A toy factory."""
+    return ("env", size, speed)
+
+
+def test_register_and_create_with_params():
+    pm = PluginManager()
+    pm.register_module(_module("p1", register_envs=lambda register: register("toy", _env_factory)), "p1")
+    assert pm.plugins["p1"].status == "ok"
+    assert pm.plugins["p1"].components == {"envs": ["toy"]}
+    assert pm.registry.create("envs", "toy", size=5) == ("env", 5, 1.0)
+
+
+def test_unknown_name_lists_registered_and_suggests():
+    reg = Registry()
+    reg.add("encoders", "vit", _env_factory, "p")
+    reg.add("encoders", "mlp", _env_factory, "p")
+    with pytest.raises(WMUsageError, match=r"unknown encoder 'vti' \(did you mean 'vit'\?\); registered: mlp, vit"):
+        reg.create("encoders", "vti")
+
+
+def test_unknown_param_is_named_with_accepted_list():
+    reg = Registry()
+    reg.add("envs", "toy", _env_factory, "p")
+    with pytest.raises(WMUsageError, match=r"unknown parameter 'sise' \(did you mean 'size'\?\); accepted: size, speed"):
+        reg.create("envs", "toy", sise=3)
+
+
+def test_duplicate_name_names_both_plugins_and_second_is_failed():
+    pm = PluginManager()
+    pm.register_module(_module("a", register_losses=lambda register: register("mse", _env_factory)), "first")
+    info = pm.register_module(_module("b", register_losses=lambda register: register("mse", _env_factory)), "second")
+    assert info.status == "failed"
+    assert "'first'" in info.error and "'second'" in info.error and "mse" in info.error
+    assert pm.registry.get("losses", "mse").plugin == "first"
+    with pytest.raises(DuplicateComponentError):
+        Registry().add("losses", "x", _env_factory, "a") and None or _dup()
+
+
+def _dup():
+    r = Registry()
+    r.add("losses", "x", _env_factory, "a")
+    r.add("losses", "x", _env_factory, "b")
+
+
+def test_failing_registration_is_isolated_and_rolled_back():
+    def bad(register):
+        register("half", _env_factory)
+        raise RuntimeError("boom")
+
+    pm = PluginManager()
+    pm.register_module(_module("good", register_envs=lambda register: register("fine", _env_factory)), "good")
+    info = pm.register_module(_module("bad", register_envs=bad), "bad")
+    assert info.status == "failed" and "boom" in info.error
+    assert "half" not in pm.registry.by_kind("envs")  # partial registration removed
+    assert pm.registry.create("envs", "fine") == ("env", 3, 1.0)
+
+
+def test_strict_mode_raises(monkeypatch):
+    monkeypatch.setenv("WM_STRICT_PLUGINS", "1")
+    pm = PluginManager()
+    with pytest.raises(PluginLoadError, match="bad"):
+        pm.register_module(_module("bad", register_envs=lambda register: 1 / 0), "bad")
+
+
+def test_missing_optional_dependency_is_unavailable_with_hint():
+    mod = _module("needs", register_envs=lambda register: register("x", _env_factory))
+    mod.WM_REQUIRES = ["surely_not_an_installed_module_xyz"]
+    mod.WM_INSTALL_HINT = 'pip install "wm-framework[xyz]"'
+    info = PluginManager().register_module(mod, "needs")
+    assert info.status == "unavailable"
+    assert 'pip install "wm-framework[xyz]"' in info.error and info.components == {}
+
+
+def test_public_api_create_make_env_components():
+    env = wm_framework.make_env("bouncing_ball")
+    assert hasattr(env, "label_names")
+    comps = wm_framework.components()
+    assert "bouncing_ball" in comps["envs"] and "mlp" in comps["encoders"]
+    assert set(wm_framework.components("losses")) >= {"mse", "huber"}
+    with pytest.raises(WMUsageError, match="unknown component kind"):
+        wm_framework.components("widgets")
+
+
+def test_plugins_list_json_contract():
+    r = run_wm("plugins", "list", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    names = {row["name"] for row in rows}
+    assert {"blocks", "core-stages", "lewm", "atari"} <= names
+    for row in rows:
+        assert set(row) == {"name", "package", "version", "status", "error", "components"}
+        assert row["status"] in ("ok", "unavailable", "failed", "disabled")
+    blocks = next(r for r in rows if r["name"] == "blocks")
+    assert blocks["status"] == "ok" and "mlp" in blocks["components"]["encoders"]
+
+
+def test_disable_plugins_env_var():
+    r = run_wm("plugins", "list", "--json", env={"WM_DISABLE_PLUGINS": "blocks,lewm"})
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["blocks"]["status"] == "disabled" and rows["lewm"]["status"] == "disabled"
+    assert rows["atari"]["status"] in ("ok", "unavailable")
+
+
+def test_components_list_shows_params_and_plugin():
+    r = run_wm("components", "list", "--kind", "encoders", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    mlp = rows["mlp"]
+    assert mlp["plugin"] == "blocks" and mlp["kind"] == "encoders"
+    assert {"name": "latent_dim", "default": 32, "required": False, "type": "int"} in mlp["params"]
+
+
+def test_help_does_not_import_torch_or_envs():
+    code = ("import sys\nfrom wm_framework.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'ale_py', 'mujoco', 'procgen', 'zarr') if m in sys.modules]\n"
+            "print('HEAVY=' + ','.join(heavy))")
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "HEAVY=\n" in r.stdout or r.stdout.strip().endswith("HEAVY="), r.stdout + r.stderr
+
+
+def test_pyproject_lists_every_plugin_package():
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = set(cfg["tool"]["setuptools"]["packages"])
+    for init in (ROOT / "plugins").glob("*/__init__.py"):
+        assert f"wm_plugins.{init.parent.name}" in packages, init.parent.name
+    for init in (ROOT / "wm_framework").glob("*/__init__.py"):
+        assert f"wm_framework.{init.parent.name}" in packages, init.parent.name
+    eps = cfg["project"]["entry-points"]["wm_framework"]
+    for init in (ROOT / "plugins").glob("*/__init__.py"):
+        assert f"wm_plugins.{init.parent.name}" in eps.values(), init.parent.name

@@ -1,0 +1,1 @@
+"""Command groups mounted by wm_framework.cli."""

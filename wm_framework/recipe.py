@@ -1,0 +1,387 @@
+"""TOML recipes: schema, overrides, `--smoke`, sweeps and validation.
+
+A recipe is data, never code. It is validated before anything runs and every problem
+is reported at once as ``section.key: message``. Component tables ``{type = "NAME",
+...params}`` are checked against the registry, so an unknown encoder or a misspelt
+parameter is caught here rather than minutes into a run.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from wm_framework.errors import RecipeError, WMUsageError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CollectConfig(_Strict):
+    """How to build a store that is missing: an env, one or more policies, a count."""
+
+    env: dict = Field(description="Environment table: {type = NAME, ...params}.")
+    policies: list[dict] = Field(description="Policy tables [{type = NAME, ...params}]; each gets `episodes` episodes.")
+    episodes: int = Field(ge=1, description="Episodes per policy (in total, existing ones count).")
+    max_steps: int | None = Field(default=None, ge=1, description="Cap on steps per episode.")
+    workers: int = Field(default=1, ge=1, description="Worker processes running env + policy.")
+    seed: int = Field(default=0, description="Base seed; episode seeds derive from it.")
+
+
+class DataConfig(_Strict):
+    """Where the episodes come from and how training windows are cut."""
+
+    train: str = Field(description="Training store path (relative paths resolve against the current directory).")
+    test: str | None = Field(default=None, description="Optional held-out store used as the test set.")
+    window: int = Field(default=4, ge=2, description="Frames per training window (history + 1).")
+    frameskip: int = Field(default=1, ge=1, description="Raw steps between consecutive frames of a window; actions are grouped in blocks of this size.")
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0, description="Fraction of training-store episodes held out for validation.")
+    holdout_policies: list[str] = Field(default_factory=list, description="Policies whose episodes never enter training (the 'holdout' split).")
+    split_seed: int = Field(default=0, description="Seed of the episode split.")
+    mode: Literal["auto", "ram", "cache"] = Field(default="auto", description="Window sampler mode: decode into RAM, rotating chunk cache, or auto.")
+    collect: CollectConfig | None = Field(default=None, description="How to build `train` when it is missing.")
+    collect_test: CollectConfig | None = Field(default=None, description="How to build `test` when it is missing.")
+
+
+class ModelConfig(_Strict):
+    """The composition: encoder -> predictor, trained on weighted loss terms."""
+
+    encoder: dict = Field(description="Encoder table {type = NAME, ...params}.")
+    predictor: dict = Field(description="Predictor table {type = NAME, ...params}.")
+    losses: dict[str, dict] = Field(description="Named loss tables {type = NAME, weight = 1.0, ...params}.")
+
+
+class WandbConfig(_Strict):
+    """Weights & Biases logging (needs the `wandb` extra)."""
+
+    project: str = Field(default="wm-framework", description="W&B project.")
+    mode: Literal["offline", "online", "disabled"] = Field(default="offline", description="W&B mode; offline works without a network.")
+
+
+class TrainConfig(_Strict):
+    """The one training loop's settings."""
+
+    steps: int | None = Field(default=None, ge=1, description="Optimiser steps (set this or `epochs`).")
+    epochs: float | None = Field(default=None, gt=0, description="Epochs over the training windows (steps = epochs * windows / batch_size).")
+    batch_size: int = Field(default=64, ge=1, description="Windows per optimiser step.")
+    lr: float = Field(default=3e-4, gt=0, description="Peak learning rate (AdamW).")
+    min_lr: float = Field(default=0.0, ge=0, description="Learning rate at the end of the cosine decay.")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay, applied to >=2-D parameters only.")
+    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="AdamW betas.")
+    warmup_fraction: float = Field(default=0.01, ge=0, le=1, description="Linear warm-up as a fraction of all steps.")
+    grad_clip: float | None = Field(default=1.0, gt=0, description="Clip the global gradient norm to this (none: no clipping).")
+    precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto = bf16 autocast on CUDA, fp32 on CPU.")
+    compile: bool = Field(default=False, description="Wrap the model in torch.compile.")
+    device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    eval_every: int = Field(default=500, ge=1, description="Validate every N steps (and at the end).")
+    eval_batches: int = Field(default=8, ge=1, description="Validation batches per evaluation.")
+    checkpoint_every: int = Field(default=1000, ge=1, description="Write checkpoints/last.pt every N steps.")
+    checkpoint_epochs: list[float] = Field(default_factory=list, description="Also keep checkpoints at these epochs (epoch_<n>.pt) for probing.")
+    log_every: int = Field(default=20, ge=1, description="Log metrics every N steps.")
+    nan_policy: Literal["stop", "skip"] = Field(default="stop", description="On a NaN/Inf loss or gradient: stop (exit 1) or skip the step.")
+    threads: int | None = Field(default=None, ge=1, description="torch CPU threads (default: torch's choice).")
+    tensorboard: bool = Field(default=True, description="Also log to TensorBoard when it is installed.")
+    wandb: WandbConfig | None = Field(default=None, description="Log to Weights & Biases.")
+
+
+class SweepRun(_Strict):
+    """One explicitly labelled run of a sweep."""
+
+    label: str = Field(description="Run label (a directory name).")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted overrides for this run.")
+
+
+class SweepConfig(_Strict):
+    """Expand one recipe into labelled runs."""
+
+    grid: dict[str, list] = Field(default_factory=dict, description="Dotted key -> values; the cartesian product becomes runs.")
+    runs: list[SweepRun] = Field(default_factory=list, description="Explicitly labelled runs (used instead of, or besides, the grid).")
+    after_stages: list[str] = Field(default_factory=list, description="Stages run once after all runs, with ctx.sweep_runs.")
+
+
+CORE_SECTIONS = ("name", "description", "seed", "stages", "data", "model", "train", "sweep", "smoke")
+
+
+class Recipe(_Strict):
+    """A whole recipe; plugin stage tables (e.g. [probe]) are validated by their stage."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="Recipe name (run directories are named after it).")
+    description: str = Field(default="", description="One line about what the recipe does.")
+    seed: int = Field(default=0, description="Global seed (model init, sampling, probes).")
+    stages: list[str] = Field(default_factory=lambda: ["data", "train"], description="Stages in order.")
+    data: DataConfig | None = Field(default=None, description="Datasets.")
+    model: ModelConfig | None = Field(default=None, description="Model composition.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Training loop.")
+    sweep: SweepConfig | None = Field(default=None, description="Sweep expansion.")
+    smoke: dict[str, Any] = Field(default_factory=dict, description="Dotted overrides applied by --smoke.")
+
+    @property
+    def raw(self) -> dict:
+        return getattr(self, "_raw", {})
+
+    def stage_config(self, stage: str):
+        """The validated config object (or dict) of a plugin stage's table."""
+        return getattr(self, "_stage_configs", {}).get(stage)
+
+
+# ----------------------------------------------------------------------------- loading
+def load_toml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise WMUsageError(f"{p}: recipe file not found")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError([f"toml: {p.name}: {e}"]) from e
+    except UnicodeDecodeError as e:
+        raise RecipeError([f"toml: {p.name}: not UTF-8 text ({e.reason})"]) from e
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override value as TOML (`3`, `1e-4`, `true`, `[1,2]`, `"x"`); bare words stay strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise WMUsageError(f"override '{item}': expected KEY=VALUE (e.g. train.steps=200)")
+        key, value = item.split("=", 1)
+        if not re.fullmatch(r"[A-Za-z_][\w\-]*(\.[\w\-]+)*", key.strip()):
+            raise WMUsageError(f"override '{item}': '{key}' is not a dotted key")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+def set_dotted(data: dict, key: str, value: Any) -> None:
+    """Set a.b.c = value, creating tables on the way; list items by index (a.0.b)."""
+    parts = key.split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = node[int(part)]
+            continue
+        if part not in node or not isinstance(node[part], (dict, list)):
+            node[part] = {}
+        node = node[part]
+    last = parts[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
+    data = copy.deepcopy(data)
+    for key, value in overrides.items():
+        try:
+            set_dotted(data, key, value)
+        except (IndexError, ValueError, TypeError) as e:
+            raise RecipeError([f"{key}: cannot apply override ({e})"]) from e
+    return data
+
+
+def resolve(data: dict, overrides: dict[str, Any] | None = None, smoke: bool = False) -> dict:
+    """The recipe dict with --smoke overrides (if asked) and then command-line overrides."""
+    if smoke:
+        smoke_table = data.get("smoke", {})
+        if not isinstance(smoke_table, dict):
+            raise RecipeError(["smoke: must be a table of dotted overrides"])
+        data = apply_overrides(data, smoke_table)
+    return apply_overrides(data, overrides or {})
+
+
+# ----------------------------------------------------------------------------- validation
+def _loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "recipe"
+
+
+def _pydantic_problems(err: ValidationError, prefix: tuple = ()) -> list[str]:
+    out = []
+    for e in err.errors():
+        loc = prefix + tuple(e["loc"])
+        if e["type"] == "extra_forbidden":
+            out.append(f"{_loc(loc)}: unknown key")
+        elif e["type"] == "missing":
+            out.append(f"{_loc(loc)}: missing required key")
+        else:
+            out.append(f"{_loc(loc)}: {e['msg']}")
+    return out
+
+
+def _add_did_you_mean(problems: list[str], data: dict) -> list[str]:
+    """Turn 'a.b.stepz: unknown key' into '... (did you mean 'steps'?)' using the schema."""
+    out = []
+    for p in problems:
+        m = re.match(r"^(.*)\.([^.]+): unknown key$", p) or re.match(r"^()([^.]+): unknown key$", p)
+        if m:
+            parent, key = m.group(1), m.group(2)
+            model = _schema_at(parent)
+            if model is not None:
+                close = difflib.get_close_matches(key, list(model.model_fields), n=1)
+                if close:
+                    p = f"{p} (did you mean '{close[0]}'?)"
+        out.append(p)
+    return out
+
+
+def _schema_at(path: str):
+    model: Any = Recipe
+    if not path:
+        return model
+    for part in path.split("."):
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return None
+        ann = field.annotation
+        for cand in getattr(ann, "__args__", (ann,)):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                model = cand
+                break
+        else:
+            return None
+    return model
+
+
+def _check_component(registry, kind: str, table: Any, where: str, problems: list[str], extra_keys=("weight",)) -> None:
+    if not isinstance(table, dict):
+        problems.append(f"{where}: expected a table {{type = NAME, ...}}")
+        return
+    name = table.get("type")
+    if not isinstance(name, str):
+        problems.append(f"{where}.type: missing component name")
+        return
+    try:
+        comp = registry.get(kind, name)
+    except WMUsageError as e:
+        problems.append(f"{where}.type: {e}")
+        return
+    params = {k: v for k, v in table.items() if k != "type" and k not in extra_keys}
+    try:
+        comp.check_params(params)
+    except WMUsageError as e:
+        problems.append(f"{where}: {e}")
+
+
+def validate(data: Any, registry=None, check_components: bool = True) -> Recipe:
+    """Validate a resolved recipe dict; raise RecipeError with every problem at once."""
+    if not isinstance(data, dict):
+        raise RecipeError(["recipe: expected a TOML table"])
+    problems: list[str] = []
+    if registry is None and check_components:
+        from wm_framework.registry import get_registry
+
+        registry = get_registry()
+    core = {k: v for k, v in data.items() if k in CORE_SECTIONS}
+    recipe = None
+    try:
+        recipe = Recipe.model_validate(core)
+    except ValidationError as e:
+        problems += _pydantic_problems(e)
+
+    stage_configs: dict[str, Any] = {}
+    stage_names = set(registry.names("stages")) if registry is not None else set()
+    for key, value in data.items():
+        if key in CORE_SECTIONS:
+            continue
+        if key in stage_names:
+            comp = registry.get("stages", key)
+            config_model = comp.meta.get("config")
+            if config_model is not None:
+                try:
+                    stage_configs[key] = config_model.model_validate(value)
+                except ValidationError as e:
+                    problems += _pydantic_problems(e, (key,))
+            else:
+                stage_configs[key] = value
+            continue
+        close = difflib.get_close_matches(key, list(CORE_SECTIONS) + sorted(stage_names), n=1)
+        problems.append(f"{key}: unknown section" + (f" (did you mean '{close[0]}'?)" if close else ""))
+
+    if recipe is not None and registry is not None and check_components:
+        for i, stage in enumerate(recipe.stages):
+            if stage not in stage_names:
+                problems.append(f"stages.{i}: unknown stage '{stage}'; registered: {', '.join(sorted(stage_names))}")
+        if recipe.sweep is not None:
+            for i, stage in enumerate(recipe.sweep.after_stages):
+                if stage not in stage_names:
+                    problems.append(f"sweep.after_stages.{i}: unknown stage '{stage}'")
+        if recipe.model is not None:
+            _check_component(registry, "encoders", recipe.model.encoder, "model.encoder", problems)
+            _check_component(registry, "predictors", recipe.model.predictor, "model.predictor", problems)
+            for lname, table in recipe.model.losses.items():
+                _check_component(registry, "losses", table, f"model.losses.{lname}", problems)
+                if isinstance(table, dict) and not isinstance(table.get("weight", 1.0), (int, float)):
+                    problems.append(f"model.losses.{lname}.weight: must be a number")
+        if recipe.data is not None:
+            for sect in ("collect", "collect_test"):
+                cfg = getattr(recipe.data, sect)
+                if cfg is None:
+                    continue
+                _check_component(registry, "envs", cfg.env, f"data.{sect}.env", problems, extra_keys=())
+                for j, pol in enumerate(cfg.policies):
+                    _check_component(registry, "policies", pol, f"data.{sect}.policies.{j}", problems, extra_keys=())
+        if "train" in recipe.stages and recipe.model is None:
+            problems.append("model: missing section (the 'train' stage needs it)")
+        if "train" in recipe.stages and recipe.data is None:
+            problems.append("data: missing section (the 'train' stage needs it)")
+        if "train" in recipe.stages and recipe.train.steps is None and recipe.train.epochs is None:
+            problems.append("train.steps: set train.steps or train.epochs")
+    if problems:
+        raise RecipeError(_add_did_you_mean(problems, data))
+    assert recipe is not None
+    object.__setattr__(recipe, "_raw", data)
+    object.__setattr__(recipe, "_stage_configs", stage_configs)
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | dict | None = None, smoke: bool = False, registry=None) -> Recipe:
+    """Load, resolve (smoke + overrides) and validate a recipe file."""
+    data = load_toml(path)
+    ov = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
+    return validate(resolve(data, ov, smoke), registry=registry)
+
+
+# ----------------------------------------------------------------------------- sweeps
+def _label_value(v: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "-", str(v)).strip("-") or "x"
+
+
+def expand_sweep(data: dict) -> list[tuple[str, dict]]:
+    """[(label, resolved recipe dict)] for each run of the sweep (one unlabelled run without one)."""
+    sweep = data.get("sweep")
+    if not sweep:
+        return [("", data)]
+    base = {k: v for k, v in data.items() if k != "sweep"}
+    runs: list[tuple[str, dict]] = []
+    grid = sweep.get("grid", {}) or {}
+    if grid:
+        keys = list(grid)
+        for values in itertools.product(*(grid[k] for k in keys)):
+            label = ",".join(f"{k.split('.')[-1]}={_label_value(v)}" for k, v in zip(keys, values))
+            runs.append((label, apply_overrides(base, dict(zip(keys, values)))))
+    for run in sweep.get("runs", []) or []:
+        runs.append((run["label"], apply_overrides(base, run.get("overrides", {}))))
+    labels = [label for label, _ in runs]
+    dupes = {x for x in labels if labels.count(x) > 1}
+    if dupes:
+        raise RecipeError([f"sweep.runs: duplicate labels {sorted(dupes)}"])
+    return runs

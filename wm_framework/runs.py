@@ -1,0 +1,319 @@
+"""Run directories and the RunContext every stage receives.
+
+Layout (contract): ``runs/<timestamp>_<recipe>/`` with ``recipe.resolved.toml``,
+``metrics.jsonl``, ``checkpoints/``, ``report.md``, ``results.json``, ``plots/``,
+``videos/``. A RunContext rebuilds everything from the directory alone, so
+``wm probe RUN_DIR`` and ``wm eval RUN_DIR`` work long after training.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wm_framework.errors import WMUsageError
+from wm_framework.recipe import Recipe, load_toml, validate
+from wm_framework.train.checkpoint import atomic_write_json, atomic_write_text
+
+CONTEXT_FILE = "model_context.json"
+# Report sections appear in this order; unknown keys follow in insertion order.
+SECTION_ORDER = ["summary", "data", "train", "probe", "eval", "plan", "sweep"]
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: Path
+    step: int
+    epoch: float
+    label: str
+
+
+def git_revision(cwd: Path | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        rev = out.stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=cwd or Path(__file__).parent,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (rev + ("+dirty" if dirty else "")) if rev else "unknown"
+    except Exception:  # noqa: BLE001 - not a git checkout, or git missing
+        return "unknown"
+
+
+def new_run_dir(name: str, parent: str | Path = "runs") -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(parent) / f"{stamp}_{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}"
+    path, i = base, 1
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    path.mkdir(parents=True)
+    return path
+
+
+class RunContext:
+    """A run directory plus the validated recipe; lazily opens stores and builds models."""
+
+    def __init__(self, path: str | Path, recipe: Recipe, device: str | None = None):
+        self.path = Path(path)
+        self.recipe = recipe
+        self._device_name = device or recipe.train.device
+        self._stores: dict | None = None
+        self._splits: dict | None = None
+        self.sweep_runs: list[tuple[str, "RunContext"]] = []
+        self.label = ""
+
+    # -- paths ------------------------------------------------------------------------
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def plots_dir(self) -> Path:
+        d = self.path / "plots"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    @property
+    def videos_dir(self) -> Path:
+        d = self.path / "videos"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    @property
+    def device(self):
+        import torch
+
+        name = self._device_name
+        if name == "auto":
+            name = "cuda" if torch.cuda.is_available() else "cpu"
+        return torch.device(name)
+
+    # -- data -------------------------------------------------------------------------
+    def stores(self) -> dict:
+        if self._stores is None:
+            from wm_framework.data.store import EpisodeStore
+
+            data = self.recipe.data
+            if data is None:
+                raise WMUsageError("data: this recipe has no [data] section")
+            test = EpisodeStore.open(data.test) if data.test and _exists(data.test) else None
+            self._stores = {"train": EpisodeStore.open(data.train), "test": test}
+        return self._stores
+
+    def splits(self) -> dict:
+        if self._splits is None:
+            from wm_framework.data.sampler import split_episodes
+
+            d = self.recipe.data
+            self._splits = split_episodes(self.stores()["train"], val_fraction=d.val_fraction,
+                                          seed=d.split_seed, holdout_policies=tuple(d.holdout_policies))
+        return self._splits
+
+    def sampler(self, split: str, length: int | None = None, labels=None):
+        """WindowSampler over a split: train | val | holdout | test (the test store, else holdout)."""
+        from wm_framework.data.sampler import WindowSampler
+        import numpy as np
+
+        d = self.recipe.data
+        length = length or d.window
+        if split == "test":
+            test = self.stores()["test"]
+            if test is not None:
+                return WindowSampler(test, np.arange(test.num_episodes), length, d.frameskip, mode=d.mode, labels=labels)
+            split = "holdout" if len(self.splits()["holdout"]) else "val"
+        if split not in self.splits():
+            raise WMUsageError(f"unknown split '{split}'; splits: train, val, holdout, test")
+        return WindowSampler(self.stores()["train"], self.splits()[split], length, d.frameskip, mode=d.mode, labels=labels)
+
+    # -- models -----------------------------------------------------------------------
+    def model_context(self) -> dict:
+        """Shapes and statistics passed to factories that ask for them (saved with the run)."""
+        f = self.path / CONTEXT_FILE
+        if f.is_file():
+            return json.loads(f.read_text())
+        ctx = compute_model_context(self.recipe, self.stores()["train"], self.splits()["train"])
+        atomic_write_json(f, ctx)
+        return ctx
+
+    def build_model(self, train: bool = False):
+        """The recipe's WorldModel with fresh weights (seeded), on CPU; eval mode unless ``train``."""
+        import torch
+
+        torch.manual_seed(self.recipe.seed)
+        model = build_world_model(self.recipe, self.model_context())
+        return model.train(train)
+
+    def load_model(self, checkpoint: str | Path = "last", device=None):
+        """The WorldModel with weights from a checkpoint ("last", "best", a label or a path), eval mode."""
+        from wm_framework.train.checkpoint import load_checkpoint, load_state_dict_strict
+
+        path = self.checkpoint_path(checkpoint)
+        state = load_checkpoint(path)
+        model = build_world_model(self.recipe, self.model_context())
+        load_state_dict_strict(model, state["model"], str(path))
+        return model.to(device or "cpu").eval()
+
+    def checkpoint_path(self, checkpoint: str | Path) -> Path:
+        p = Path(checkpoint)
+        if p.suffix == ".pt" and p.is_file():
+            return p
+        cand = self.checkpoints_dir / f"{checkpoint}.pt"
+        if not cand.is_file():
+            have = ", ".join(c.label for c in self.checkpoints()) or "(none)"
+            raise WMUsageError(f"{self.path}: no checkpoint '{checkpoint}'; have: {have}")
+        return cand
+
+    def checkpoints(self) -> list[CheckpointInfo]:
+        """Every checkpoint of the run with its step and epoch, sorted by step."""
+        index = self.checkpoints_dir / "index.json"
+        if not index.is_file():
+            return []
+        entries = json.loads(index.read_text())
+        out = [CheckpointInfo(self.checkpoints_dir / e["file"], int(e["step"]), float(e["epoch"]), e["label"])
+               for e in entries if (self.checkpoints_dir / e["file"]).is_file()]
+        return sorted(out, key=lambda c: (c.step, c.label))
+
+    # -- results and report -----------------------------------------------------------
+    def results(self) -> dict:
+        f = self.path / "results.json"
+        return json.loads(f.read_text()) if f.is_file() else {}
+
+    def update_results(self, key: str, value: Any) -> None:
+        res = self.results()
+        res[key] = value
+        atomic_write_json(self.path / "results.json", res)
+
+    def write_report_section(self, key: str, title: str, markdown: str) -> None:
+        sections_file = self.path / ".report_sections.json"
+        sections = json.loads(sections_file.read_text()) if sections_file.is_file() else {}
+        sections[key] = {"title": title, "markdown": markdown}
+        atomic_write_json(sections_file, sections)
+        order = sorted(sections, key=lambda k: (SECTION_ORDER.index(k) if k in SECTION_ORDER else len(SECTION_ORDER)))
+        head = f"# {self.recipe.name}" + (f" — {self.label}" if self.label else "") + "\n\n"
+        if self.recipe.description:
+            head += self.recipe.description + "\n\n"
+        body = "\n\n".join(f"## {sections[k]['title']}\n\n{sections[k]['markdown'].strip()}" for k in order)
+        atomic_write_text(self.path / "report.md", head + body + "\n")
+
+
+def _exists(path: str) -> bool:
+    return "://" in path or Path(path).exists()
+
+
+def load_run(run_dir: str | Path, device: str | None = None) -> RunContext:
+    """Open an existing run directory (for `wm probe`, `wm eval`, notebooks)."""
+    path = Path(run_dir)
+    rfile = path / "recipe.resolved.toml"
+    if not rfile.is_file():
+        raise WMUsageError(f"{path}: not a run directory (no recipe.resolved.toml)")
+    recipe = validate(load_toml(rfile))
+    ctx = RunContext(path, recipe, device=device)
+    meta = path / "run.json"
+    if meta.is_file():
+        ctx.label = json.loads(meta.read_text()).get("label", "")
+    return ctx
+
+
+# ----------------------------------------------------------------------------- model building
+def compute_model_context(recipe: Recipe, store, train_episodes) -> dict:
+    """obs_shape, action spec, frameskip, history and (for state stores) normalisation stats."""
+    import numpy as np
+
+    d = recipe.data
+    shape = tuple(store.obs_shape)
+    pixels = store.obs_key.endswith("pixels")
+    obs_shape = [shape[2], shape[0], shape[1]] if pixels else list(shape)
+    spec = store.action_spec
+    n = int(spec["n"] if spec["type"] == "discrete" else spec["dim"])
+    ctx: dict[str, Any] = {
+        "obs_shape": obs_shape,
+        "action_kind": spec["type"],
+        "n_actions": n,
+        "frameskip": d.frameskip,
+        "action_dim": n * d.frameskip,
+        "history": d.window - 1,
+    }
+    if not pixels:
+        ctx["state_stats"] = _stats(store, "obs", train_episodes)
+    if spec["type"] == "continuous":
+        ctx["action_stats"] = _stats(store, "action", train_episodes)
+    return ctx
+
+
+def _stats(store, name: str, episodes, max_rows: int = 200_000) -> dict:
+    import numpy as np
+
+    rows = []
+    total = 0
+    for e in episodes:
+        s, t = int(store.episode_starts[e]), int(store.episode_ends[e])
+        x = np.asarray(store.read(name, s, t), dtype=np.float64)
+        x = x.reshape(len(x), -1)
+        rows.append(x[~np.isnan(x).any(axis=1)])
+        total += len(x)
+        if total >= max_rows:
+            break
+    x = np.concatenate(rows) if rows else np.zeros((1, 1))
+    std = x.std(0)
+    return {"mean": x.mean(0).tolist(), "std": np.where(std < 1e-6, 1.0, std).tolist()}
+
+
+CONTEXT_KEYS_ENCODER = ("obs_shape", "n_actions", "frameskip", "history", "state_stats", "action_stats")
+CONTEXT_KEYS_PREDICTOR = ("action_dim", "n_actions", "frameskip", "latent_dim", "history", "state_stats", "action_stats", "obs_shape")
+
+
+def _accepted(factory) -> set[str]:
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in sig.parameters.values() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+
+def create_with_context(kind: str, table: dict, context: dict, keys: tuple[str, ...], registry=None):
+    """Build ``table`` ({type, ...params}) adding context params the factory names and the recipe did not set."""
+    from wm_framework.registry import get_registry
+
+    reg = registry or get_registry()
+    params = {k: v for k, v in table.items() if k not in ("type", "weight")}
+    comp = reg.get(kind, table["type"])
+    accepted = _accepted(comp.factory)
+    for k in keys:
+        if k in accepted and k not in params and k in context:
+            v = context[k]
+            params[k] = tuple(v) if k == "obs_shape" else v
+    return reg.create(kind, table["type"], **params)
+
+
+def build_world_model(recipe: Recipe, context: dict, registry=None):
+    from wm_framework.model import ActionSpec, WorldModel
+
+    m = recipe.model
+    if m is None:
+        raise WMUsageError("model: this recipe has no [model] section")
+    encoder = create_with_context("encoders", m.encoder, context, CONTEXT_KEYS_ENCODER, registry)
+    out_dim = getattr(encoder, "out_dim", None)
+    if out_dim is None:
+        raise WMUsageError(f"model.encoder: encoder '{m.encoder['type']}' has no out_dim attribute")
+    pctx = dict(context, latent_dim=int(out_dim))
+    predictor = create_with_context("predictors", m.predictor, pctx, CONTEXT_KEYS_PREDICTOR, registry)
+    spec = ActionSpec(context["action_kind"], int(context["n_actions"]), int(context["frameskip"]))
+    return WorldModel(encoder, predictor, spec)
+
+
+def build_losses(recipe: Recipe, registry=None) -> dict[str, tuple[float, Any]]:
+    """name -> (weight, loss callable)."""
+    from wm_framework.registry import get_registry
+
+    reg = registry or get_registry()
+    out = {}
+    for name, table in recipe.model.losses.items():
+        params = {k: v for k, v in table.items() if k not in ("type", "weight")}
+        out[name] = (float(table.get("weight", 1.0)), reg.create("losses", table["type"], **params))
+    return out

@@ -1,0 +1,256 @@
+"""The one training loop for every model composition (encoder -> predictor -> weighted losses).
+
+Determinism and exact resume: the batch of step s is drawn with a generator seeded by
+(seed, s) and torch's RNG is re-seeded from (seed, s) before each step, so a resumed
+run replays exactly what an uninterrupted one would have done (on CPU, bit for bit),
+without saving sampler state, and a prefetch thread may run ahead freely.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+from wm_framework.errors import WMRuntimeError
+from wm_framework.runs import RunContext, build_losses
+from wm_framework.train.checkpoint import atomic_write_json, load_checkpoint, load_state_dict_strict, save_checkpoint
+from wm_framework.train.logger import MetricsLogger, Progress
+from wm_framework.train.optim import build_optimizer, build_scheduler
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """numpy batch -> tensors on the device (pinned + non-blocking on CUDA; uint8 stays uint8)."""
+    out = {}
+    cuda = device.type == "cuda"
+    for k, v in batch.items():
+        if isinstance(v, np.ndarray) and v.dtype.kind in "biuf":
+            t = torch.from_numpy(np.ascontiguousarray(v))
+            if cuda:
+                t = t.pin_memory()
+            out[k] = t.to(device, non_blocking=cuda)
+        else:
+            out[k] = v
+    return out
+
+
+def compute_loss(out: dict, batch: dict, losses: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted sum of all loss terms; a loss returning a dict contributes each named term."""
+    total = None
+    terms: dict[str, torch.Tensor] = {}
+    for name, (weight, fn) in losses.items():
+        value = fn(out, batch)
+        items = value.items() if isinstance(value, dict) else [(name, value)]
+        for tname, tval in items:
+            key = tname if isinstance(value, dict) and tname.startswith(name) else (name if not isinstance(value, dict) else f"{name}/{tname}")
+            terms[key] = tval
+            total = weight * tval if total is None else total + weight * tval
+    return total, terms
+
+
+class _Prefetcher:
+    """Samples the next batches in a background thread (sampling is numpy, so it overlaps compute)."""
+
+    def __init__(self, sampler, batch_size: int, seed: int, start: int, stop: int, depth: int = 2):
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, args=(sampler, batch_size, seed, start, stop), daemon=True)
+        self._t.start()
+
+    def _run(self, sampler, batch_size, seed, start, stop):
+        try:
+            for step in range(start, stop):
+                if self._stop.is_set():
+                    return
+                self._q.put(sampler.sample(batch_size, np.random.default_rng([seed, step])))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+            self._q.put(e)
+
+    def next(self):
+        item = self._q.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self):
+        self._stop.set()
+        while not self._q.empty():
+            self._q.get_nowait()
+
+
+def _call_hooks(model, losses, step: int, total: int) -> None:
+    for obj in [model.encoder, model.predictor] + [fn for _, fn in losses.values()]:
+        hook = getattr(obj, "on_train_step", None)
+        if hook is not None:
+            hook(step, total)
+
+
+def _grad_norm(model) -> torch.Tensor:
+    grads = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
+    return torch.stack(grads).norm() if grads else torch.tensor(0.0)
+
+
+def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
+    """Train the run's model; returns the train summary that also goes to results.json['train']."""
+    recipe, cfg = ctx.recipe, ctx.recipe.train
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = ctx.device
+    train_sampler = ctx.sampler("train")
+    if len(train_sampler) == 0:
+        raise WMRuntimeError(f"data.train: no training windows of {recipe.data.window} frames (frameskip {recipe.data.frameskip}); collect longer episodes")
+    val_sampler = ctx.sampler("val") if len(ctx.splits()["val"]) else None
+    if val_sampler is not None and len(val_sampler) == 0:
+        val_sampler = None
+    steps_per_epoch = max(1.0, len(train_sampler) / cfg.batch_size)
+    total = cfg.steps or max(1, int(math.ceil(cfg.epochs * steps_per_epoch)))
+
+    model = ctx.build_model(train=True).to(device)
+    losses = build_losses(recipe)
+    for _, fn in losses.values():
+        if isinstance(fn, torch.nn.Module):
+            fn.to(device)
+    opt = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas, device)
+    sched = build_scheduler(opt, total, cfg.warmup_fraction, cfg.lr, cfg.min_lr)
+    step, best_val, best_step = 0, math.inf, -1
+    ckpt_dir = ctx.checkpoints_dir
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if resume and (ckpt_dir / "last.pt").is_file():
+        state = load_checkpoint(ckpt_dir / "last.pt")
+        load_state_dict_strict(model, state["model"], str(ckpt_dir / "last.pt"))
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, best_val, best_step = int(state["step"]), float(state["best_val"]), int(state["best_step"])
+    fwd_model = torch.compile(model) if cfg.compile else model
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+
+    logger = MetricsLogger(ctx.path, cfg.tensorboard, cfg.wandb, recipe.name, recipe.raw)
+    bar = Progress(total, step, f"train {recipe.name}" + (f" [{ctx.label}]" if ctx.label else ""), progress)
+    epoch_marks = sorted(float(e) for e in cfg.checkpoint_epochs)
+    index = _load_index(ckpt_dir)
+    last_grad_norm = float("nan")
+    prefetch = _Prefetcher(train_sampler, cfg.batch_size, recipe.seed, step, total)
+    t_last, samples_since = time.perf_counter(), 0
+
+    def checkpoint(label: str) -> None:
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "step": step, "epoch": step / steps_per_epoch, "best_val": best_val, "best_step": best_step}
+        save_checkpoint(ckpt_dir / f"{label}.pt", state)
+        index[label] = {"file": f"{label}.pt", "step": step, "epoch": step / steps_per_epoch, "label": label}
+        atomic_write_json(ckpt_dir / "index.json", sorted(index.values(), key=lambda e: (e["step"], e["label"])))
+
+    def validate() -> dict:
+        if val_sampler is None:
+            return {}
+        model.eval()
+        n = min(len(val_sampler), cfg.batch_size * cfg.eval_batches)
+        idx = np.linspace(0, len(val_sampler) - 1, n).astype(np.int64)
+        sums: dict[str, float] = {}
+        with torch.no_grad(), autocast():
+            for chunk in np.array_split(idx, max(1, math.ceil(n / cfg.batch_size))):
+                torch.manual_seed(recipe.seed)  # the same SIGReg directions every evaluation
+                b = to_device(val_sampler.get(chunk), device)
+                out = fwd_model(b)
+                loss, terms = compute_loss(out, b, losses)
+                for k, v in {"loss": loss, **terms}.items():
+                    sums[f"val/{k}"] = sums.get(f"val/{k}", 0.0) + float(v) * len(chunk)
+                for k, v in _obs_metrics(out).items():
+                    sums[f"val/{k}"] = sums.get(f"val/{k}", 0.0) + v * len(chunk)
+        model.train()
+        return {k: v / n for k, v in sums.items()}
+
+    try:
+        while step < total:
+            batch = to_device(prefetch.next(), device)
+            torch.manual_seed(recipe.seed * 1_000_003 + step)
+            _call_hooks(model, losses, step, total)
+            with autocast():
+                out = fwd_model(batch)
+                loss, terms = compute_loss(out, batch, losses)
+            bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
+            if bad or not torch.isfinite(loss):
+                if cfg.nan_policy == "skip":
+                    logger.log({"step": step, "skipped": True, "reason": f"non-finite loss term(s) {bad or ['total']}"})
+                    step += 1
+                    continue
+                raise WMRuntimeError(f"step {step}: loss term {', '.join(bad) or 'total'} is not finite; "
+                                     f"stopped, last good checkpoint kept in {ckpt_dir}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = _grad_norm(model)
+            if not torch.isfinite(gnorm):
+                if cfg.nan_policy == "skip":
+                    logger.log({"step": step, "skipped": True, "reason": "non-finite gradient"})
+                    opt.zero_grad(set_to_none=True)
+                    step += 1
+                    continue
+                raise WMRuntimeError(f"step {step}: gradient is not finite (loss {float(loss):.4g}); "
+                                     f"stopped, last good checkpoint kept in {ckpt_dir}")
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            samples_since += cfg.batch_size
+            last_grad_norm = float(gnorm)
+            if step % cfg.log_every == 0 or step == total:
+                now = time.perf_counter()
+                rate = samples_since / max(now - t_last, 1e-9)
+                t_last, samples_since = now, 0
+                rec = {"step": step, "epoch": step / steps_per_epoch, "loss": float(loss), "grad_norm": last_grad_norm,
+                       "lr": sched.get_last_lr()[0], "samples_per_s": rate, **{f"train/{k}": float(v) for k, v in terms.items()}}
+                logger.log(rec)
+                bar.update(step, f"loss {float(loss):.4f} | {rate:,.0f} samples/s", force_line=True)
+            else:
+                bar.update(step, f"loss {float(loss):.4f}")
+            if step % cfg.eval_every == 0 or step == total:
+                val = validate()
+                if val:
+                    logger.log({"step": step, "epoch": step / steps_per_epoch, **val})
+                    if val["val/loss"] < best_val:
+                        best_val, best_step = val["val/loss"], step
+                        checkpoint("best")
+            for e in epoch_marks:
+                mark = int(math.ceil(e * steps_per_epoch))
+                if mark == step:
+                    checkpoint(f"epoch_{_fmt(e)}")
+            if step % cfg.checkpoint_every == 0 or step == total:
+                checkpoint("last")
+    finally:
+        prefetch.close()
+        bar.close()
+        logger.close()
+    summary = {"best_val_loss": best_val if math.isfinite(best_val) else None, "best_step": best_step,
+               "global_step": step, "final_grad_norm": last_grad_norm, "steps_per_epoch": steps_per_epoch,
+               "total_steps": total}
+    ctx.update_results("train", summary)
+    return summary
+
+
+def _obs_metrics(out: dict) -> dict:
+    """MSE/PSNR/SSIM for models that predict observations (they expose it via evaluate.metrics)."""
+    try:
+        from wm_framework.evaluate.metrics import validation_metrics
+    except ImportError:
+        return {}
+    try:
+        return {k: float(v) for k, v in (validation_metrics(out) or {}).items()}
+    except Exception:  # noqa: BLE001 - metrics are extra; never kill training over them
+        return {}
+
+
+def _fmt(e: float) -> str:
+    return str(int(e)) if float(e).is_integer() else str(e).replace(".", "p")
+
+
+def _load_index(ckpt_dir) -> dict:
+    import json
+
+    f = ckpt_dir / "index.json"
+    return {e["label"]: e for e in json.loads(f.read_text())} if f.is_file() else {}
