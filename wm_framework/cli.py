@@ -186,16 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 1
     except Exception as e:  # noqa: BLE001 - click usage errors and anything unexpected
-        import click
-
-        if isinstance(e, click.exceptions.Abort):
+        # Duck-typed: Typer may use click or its own vendored copy (typer._click).
+        name = type(e).__name__
+        if name == "Abort":
             print("interrupted", file=sys.stderr)
             return 130
-        if isinstance(e, click.ClickException):
+        if name == "Exit" and hasattr(e, "exit_code"):
+            return int(e.exit_code)
+        if hasattr(e, "show") and hasattr(e, "exit_code"):
             e.show()
-            return 2 if isinstance(e, click.UsageError) else 1
-        if isinstance(e, click.exceptions.Exit):
-            return e.exit_code
+            return int(e.exit_code)
         if debug:
             raise
         print(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)

@@ -281,6 +281,48 @@ def _check_component(registry, kind: str, table: Any, where: str, problems: list
         problems.append(f"{where}: {e}")
 
 
+def _component_problems(data: dict, registry, stage_names: set[str]) -> list[str]:
+    """Check stage names and every component table against the registry (on the raw dict,
+    so these problems are reported even when other sections fail the schema)."""
+    problems: list[str] = []
+    stages = data.get("stages", ["data", "train"])
+    if isinstance(stages, list):
+        for i, stage in enumerate(stages):
+            if isinstance(stage, str) and stage not in stage_names:
+                close = difflib.get_close_matches(stage, sorted(stage_names), n=1)
+                problems.append(f"stages.{i}: unknown stage '{stage}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+                                + f"; registered: {', '.join(sorted(stage_names))}")
+    sweep = data.get("sweep")
+    if isinstance(sweep, dict) and isinstance(sweep.get("after_stages"), list):
+        for i, stage in enumerate(sweep["after_stages"]):
+            if stage not in stage_names:
+                problems.append(f"sweep.after_stages.{i}: unknown stage '{stage}'")
+    model = data.get("model")
+    if isinstance(model, dict):
+        if "encoder" in model:
+            _check_component(registry, "encoders", model["encoder"], "model.encoder", problems)
+        if "predictor" in model:
+            _check_component(registry, "predictors", model["predictor"], "model.predictor", problems)
+        losses = model.get("losses")
+        if isinstance(losses, dict):
+            for lname, table in losses.items():
+                _check_component(registry, "losses", table, f"model.losses.{lname}", problems)
+                if isinstance(table, dict) and not isinstance(table.get("weight", 1.0), (int, float)):
+                    problems.append(f"model.losses.{lname}.weight: must be a number")
+    dcfg = data.get("data")
+    if isinstance(dcfg, dict):
+        for sect in ("collect", "collect_test"):
+            cfg = dcfg.get(sect)
+            if not isinstance(cfg, dict):
+                continue
+            if "env" in cfg:
+                _check_component(registry, "envs", cfg["env"], f"data.{sect}.env", problems, extra_keys=())
+            if isinstance(cfg.get("policies"), list):
+                for j, pol in enumerate(cfg["policies"]):
+                    _check_component(registry, "policies", pol, f"data.{sect}.policies.{j}", problems, extra_keys=())
+    return problems
+
+
 def validate(data: Any, registry=None, check_components: bool = True) -> Recipe:
     """Validate a resolved recipe dict; raise RecipeError with every problem at once."""
     if not isinstance(data, dict):
@@ -316,29 +358,9 @@ def validate(data: Any, registry=None, check_components: bool = True) -> Recipe:
         close = difflib.get_close_matches(key, list(CORE_SECTIONS) + sorted(stage_names), n=1)
         problems.append(f"{key}: unknown section" + (f" (did you mean '{close[0]}'?)" if close else ""))
 
-    if recipe is not None and registry is not None and check_components:
-        for i, stage in enumerate(recipe.stages):
-            if stage not in stage_names:
-                problems.append(f"stages.{i}: unknown stage '{stage}'; registered: {', '.join(sorted(stage_names))}")
-        if recipe.sweep is not None:
-            for i, stage in enumerate(recipe.sweep.after_stages):
-                if stage not in stage_names:
-                    problems.append(f"sweep.after_stages.{i}: unknown stage '{stage}'")
-        if recipe.model is not None:
-            _check_component(registry, "encoders", recipe.model.encoder, "model.encoder", problems)
-            _check_component(registry, "predictors", recipe.model.predictor, "model.predictor", problems)
-            for lname, table in recipe.model.losses.items():
-                _check_component(registry, "losses", table, f"model.losses.{lname}", problems)
-                if isinstance(table, dict) and not isinstance(table.get("weight", 1.0), (int, float)):
-                    problems.append(f"model.losses.{lname}.weight: must be a number")
-        if recipe.data is not None:
-            for sect in ("collect", "collect_test"):
-                cfg = getattr(recipe.data, sect)
-                if cfg is None:
-                    continue
-                _check_component(registry, "envs", cfg.env, f"data.{sect}.env", problems, extra_keys=())
-                for j, pol in enumerate(cfg.policies):
-                    _check_component(registry, "policies", pol, f"data.{sect}.policies.{j}", problems, extra_keys=())
+    if registry is not None and check_components:
+        problems += _component_problems(data, registry, stage_names)
+    if recipe is not None:
         if "train" in recipe.stages and recipe.model is None:
             problems.append("model: missing section (the 'train' stage needs it)")
         if "train" in recipe.stages and recipe.data is None:

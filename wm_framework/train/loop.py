@@ -203,12 +203,12 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
                 now = time.perf_counter()
                 rate = samples_since / max(now - t_last, 1e-9)
                 t_last, samples_since = now, 0
-                rec = {"step": step, "epoch": step / steps_per_epoch, "loss": float(loss), "grad_norm": last_grad_norm,
-                       "lr": sched.get_last_lr()[0], "samples_per_s": rate, **{f"train/{k}": float(v) for k, v in terms.items()}}
+                rec = {"step": step, "epoch": step / steps_per_epoch, "loss": loss.item(), "grad_norm": last_grad_norm,
+                       "lr": sched.get_last_lr()[0], "samples_per_s": rate, **{f"train/{k}": v.item() for k, v in terms.items()}}
                 logger.log(rec)
-                bar.update(step, f"loss {float(loss):.4f} | {rate:,.0f} samples/s", force_line=True)
+                bar.update(step, f"loss {loss.item():.4f} | {rate:,.0f} samples/s", force_line=True)
             else:
-                bar.update(step, f"loss {float(loss):.4f}")
+                bar.update(step, f"loss {loss.item():.4f}")
             if step % cfg.eval_every == 0 or step == total:
                 val = validate()
                 if val:

@@ -1,0 +1,135 @@
+"""The trainer end to end: a real store on disk, kill -9 and exact resume, NaN handling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_wm
+
+RECIPE = """
+name = "toy_state"
+seed = 3
+stages = ["data", "train"]
+[data]
+train = "{store}"
+window = 4
+frameskip = 2
+val_fraction = 0.25
+[data.collect]
+env = {{ type = "linear_state", max_steps = 40 }}
+policies = [{{ type = "random" }}]
+episodes = 8
+[model]
+encoder = {{ type = "mlp", latent_dim = 8, hidden = 32 }}
+predictor = {{ type = "mlp", hidden = 32 }}
+[model.losses.pred]
+type = "mse"
+[model.losses.aux]
+type = "huber"
+weight = 0.5
+[train]
+steps = {steps}
+batch_size = 16
+lr = 3e-3
+eval_every = 10
+checkpoint_every = {ckpt}
+log_every = 5
+threads = 1
+"""
+
+
+def _recipe(tmp_path: Path, steps: int = 60, ckpt: int = 5, name: str = "r.toml") -> Path:
+    f = tmp_path / name
+    f.write_text(RECIPE.format(store=str(tmp_path / "toy.zarr"), steps=steps, ckpt=ckpt))
+    return f
+
+
+def _weights(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def _only_run(parent: Path) -> Path:
+    runs = sorted(parent.iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_run_directory_layout_and_metrics(tmp_path):
+    r = run_wm("run", str(_recipe(tmp_path, steps=20)), "--out", str(tmp_path / "runs"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    run = _only_run(tmp_path / "runs")
+    for name in ("recipe.resolved.toml", "metrics.jsonl", "report.md", "results.json", "run.json", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run / name).exists(), name
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["git_revision"] and "blocks" in meta["plugins"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [x for x in records if "loss" in x]
+    assert [x["step"] for x in train] == [5, 10, 15, 20]
+    assert {"grad_norm", "lr", "samples_per_s", "train/pred", "train/aux"} <= set(train[0])
+    assert any("val/loss" in x for x in records)
+    assert train[-1]["loss"] < train[0]["loss"]  # it learns
+    res = json.loads((run / "results.json").read_text())["train"]
+    assert res["global_step"] == 20 and res["best_step"] > 0
+
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path):
+    recipe = _recipe(tmp_path, steps=60, ckpt=5)
+    ref = run_wm("run", str(recipe), "--out", str(tmp_path / "ref"), cwd=tmp_path)
+    assert ref.returncode == 0, ref.stderr
+    ref_dir = _only_run(tmp_path / "ref")
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "wm_framework.cli", "run", str(recipe), "--out", str(tmp_path / "killed")],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        idx = list((tmp_path / "killed").glob("*/checkpoints/index.json"))
+        if idx:
+            steps = [e["step"] for e in json.loads(idx[0].read_text()) if e["label"] == "last"]
+            if steps and steps[0] >= 15:
+                proc.send_signal(signal.SIGKILL)
+                killed_at = steps[0]
+                break
+        time.sleep(0.05)
+    proc.wait()
+    assert killed_at is not None and killed_at < 60, "the run finished before it could be killed"
+    run_dir = _only_run(tmp_path / "killed")
+    r = run_wm("run", "--resume", str(run_dir), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    a, b = _weights(ref_dir), _weights(run_dir)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    last = lambda d: [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if '"loss"' in x][-1]
+    assert last(ref_dir)["loss"] == last(run_dir)["loss"] and last(run_dir)["step"] == 60
+
+
+def test_nan_loss_stops_with_step_and_term_and_keeps_checkpoint(tmp_path):
+    recipe = _recipe(tmp_path, steps=40, ckpt=1)
+    r = run_wm("run", str(recipe), "train.lr=1e30", "train.grad_clip=1e30", "--out", str(tmp_path / "runs"), cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: step ") and "not finite" in line and "Traceback" not in r.stderr
+    run = _only_run(tmp_path / "runs")
+    state = _weights(run)
+    assert all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_nan_skip_policy_logs_and_finishes(tmp_path):
+    recipe = _recipe(tmp_path, steps=12, ckpt=4)
+    r = run_wm("run", str(recipe), "train.lr=1e30", "train.grad_clip=1e30", "train.nan_policy=\"skip\"",
+               "--out", str(tmp_path / "runs"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    run = _only_run(tmp_path / "runs")
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any(x.get("skipped") for x in records)
