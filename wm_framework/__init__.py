@@ -31,11 +31,11 @@ __all__ = [
 ]
 
 
-def create(kind: str, name: str, **params):
-    """Build the component ``name`` of ``kind`` (e.g. "encoders") with ``params``."""
+def create(kind: str, name: str, *args, **params):
+    """Build the component ``name`` of ``kind`` (e.g. "encoders"); policies take the env first."""
     from wm_framework.registry import get_registry
 
-    return get_registry().create(kind, name, **params)
+    return get_registry().create(kind, name, *args, **params)
 
 
 def make_env(name: str, **params):

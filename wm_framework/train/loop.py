@@ -90,6 +90,16 @@ def _call_hooks(model, losses, step: int, total: int) -> None:
             hook(step, total)
 
 
+def _fit_normalization(model, sampler, seed: int, batches: int = 8, batch_size: int = 64) -> None:
+    """Models that normalise with statistics the core cannot know (e.g. state deltas) fit them
+    on a few training batches before step 0 (hook ``fit_normalization_from_batches``)."""
+    for part in (model.encoder, model.predictor):
+        hook = getattr(part, "fit_normalization_from_batches", None)
+        if hook is not None:
+            rng = np.random.default_rng([seed, 999_331])
+            hook([sampler.sample(batch_size, rng) for _ in range(batches)])
+
+
 def _grad_norm(model) -> torch.Tensor:
     grads = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
     return torch.stack(grads).norm() if grads else torch.tensor(0.0)
@@ -126,6 +136,8 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, best_val, best_step = int(state["step"]), float(state["best_val"]), int(state["best_step"])
+    if not resume or step == 0:
+        _fit_normalization(model, train_sampler, recipe.seed)
     fwd_model = torch.compile(model) if cfg.compile else model
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext

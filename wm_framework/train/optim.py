@@ -8,11 +8,15 @@ import torch
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay only >=2-D parameters (matrices, convs, embeddings); never biases or norms."""
+    """Decay only >=2-D parameters (matrices, convs, embeddings); never biases or norms.
+
+    A parameter stacked over ensemble members is >=2-D even when it is a bias; a model
+    marks such tensors with ``p._no_weight_decay = True``.
+    """
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
+            (decay if p.dim() >= 2 and not getattr(p, "_no_weight_decay", False) else no_decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
