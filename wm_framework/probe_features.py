@@ -1,0 +1,207 @@
+"""Frozen features for probing: one pass over the windows per checkpoint.
+
+A window holds L frames. The probed frame is t (default L-2, the last context frame:
+the predictor's output there predicts frame t+1, which is still inside the window,
+so ``shift = 1`` targets exist). Per window we keep:
+
+- ``encoder``: encoder features at t (``encoder.features`` when the encoder has it,
+  e.g. LeWM's pre-projector CLS; else the encoder output),
+- ``predictor``: the predictor output at position t, given frames and actions 0..t,
+- ``action``: the float action block at t (``encoder+action`` = encoder ++ action),
+- every ``labels/<name>`` at all L frames, so any task's shift is a column lookup,
+- optionally raw observations at t-1 and t (downsampled grey pixels, or raw states)
+  for the raw-pixel baseline.
+
+Everything runs under ``torch.no_grad()`` with the model in eval mode; the model's
+parameters are never touched. Only ``model.encoder``, ``model.predictor`` and
+``model.action_spec`` are used, with ``prepare_obs`` / ``prepare_actions``, so any
+composition (ViT JEPA, conv next-frame, GPT state model, third-party) works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from wm_framework.errors import WMUsageError
+from wm_framework.probe import ProbeTask
+
+
+@dataclass
+class FeatureSet:
+    """Features and labels of one split, one row per window."""
+
+    frame: int  # probed frame index t within the window
+    window: int  # frames per window L
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # "encoder" | "predictor" | "action" -> [N, D]
+    labels: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [N, L]
+    raw: dict[str, np.ndarray] = field(default_factory=dict)  # "t", "prev" -> [N, P] raw observations
+
+    @property
+    def n(self) -> int:
+        return next(iter(self.labels.values())).shape[0] if self.labels else 0
+
+    def matrix(self, kind: str) -> np.ndarray:
+        """The feature matrix a task of feature kind ``kind`` is fitted on."""
+        if kind == "encoder+action":
+            return np.concatenate([self.features["encoder"], self.features["action"]], axis=1)
+        return self.features[kind]
+
+    def raw_matrix(self, kind: str) -> np.ndarray:
+        """Raw-observation features carrying what each feature kind could know.
+
+        The encoder sees frame t; the predictor also saw the history, so it gets the
+        frame difference (a single frame cannot tell which way the ball moves).
+        """
+        if kind == "encoder":
+            return self.raw["t"]
+        if kind == "encoder+action":
+            return np.concatenate([self.raw["t"], self.features["action"]], axis=1)
+        return np.concatenate([self.raw["t"], self.raw["t"] - self.raw["prev"]], axis=1)
+
+
+def resolve_frame(window: int, frame: int | None, tasks: list[ProbeTask], need_next: bool = False) -> int:
+    """Frame index t (default L-2) after checking every task's target frame is in the window."""
+    t = window - 2 if frame is None else frame
+    if t < 0 or t >= window:
+        raise WMUsageError(f"probe.frame: {t} is outside a window of {window} frames")
+    for task in tasks:
+        reach = t + max(task.shift, 1 if need_next else 0)
+        if reach >= window:
+            raise WMUsageError(f"probe task '{task.name}': frame t+{max(task.shift, 1)} = {reach} is past the "
+                               f"window of {window} frames (raise probe.window or lower probe.frame)")
+    return t
+
+
+def _to_numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def _raw_frames(obs: np.ndarray, idx: int, size: tuple[int, int]) -> np.ndarray:
+    """Frame ``idx`` of each window as a flat float vector: grey + area-downsampled pixels, or raw state."""
+    import torch
+
+    frame = obs[:, idx]
+    if frame.ndim == 2:  # states [B, D]
+        return frame.astype(np.float32)
+    grey = torch.from_numpy(frame.astype(np.float32)).mean(dim=-1, keepdim=True).permute(0, 3, 1, 2) / 255.0
+    small = torch.nn.functional.adaptive_avg_pool2d(grey, size)
+    return small.flatten(1).numpy()
+
+
+def _batches(sampler, batch_size: int, max_rows: int | None):
+    """Batches in a fixed seeded order; shuffled when capped so the cap is not 'the first episodes'."""
+    import inspect
+
+    capped = max_rows is not None and hasattr(sampler, "__len__") and len(sampler) > max_rows
+    if capped and "shuffle" in inspect.signature(sampler.iter_batches).parameters:
+        # Seed 0 always: every checkpoint (and baseline) sees the same windows.
+        return sampler.iter_batches(batch_size, shuffle=True, seed=0)
+    return sampler.iter_batches(batch_size)
+
+
+def extract_features(model, sampler, kinds, frame: int, window: int, *, batch_size: int = 64,
+                     max_rows: int | None = None, device=None, pooling: str | None = None,
+                     raw_size: tuple[int, int] | None = None) -> FeatureSet:
+    """One pass over ``sampler.iter_batches(batch_size)``: features of ``kinds`` plus all labels.
+
+    Args:
+        model: a ``WorldModel`` (may be None when ``kinds`` is empty: labels/raw only).
+        sampler: yields batch dicts (``obs``, ``action``, ``labels/<name>``) of ``window`` frames.
+        kinds: subset of {"encoder", "predictor", "encoder+action"}.
+        frame: probed frame index t.
+        max_rows: stop after this many windows.
+        pooling: temporarily set ``model.encoder.pooling`` (the patch-mean baseline).
+        raw_size: (H, W) to also keep raw frames t-1 and t for the raw-pixel baseline.
+    """
+    import torch
+
+    from wm_framework.model import prepare_actions, prepare_obs
+
+    kinds = set(kinds)
+    need_enc = bool(kinds & {"encoder", "encoder+action"})
+    need_pred = "predictor" in kinds
+    fs = FeatureSet(frame=frame, window=window)
+    chunks: dict[str, list[np.ndarray]] = {}
+
+    def keep(key: str, value) -> None:
+        chunks.setdefault(key, []).append(_to_numpy(value).astype(np.float32, copy=False))
+
+    if model is not None:
+        was_training = model.training
+        model.eval()
+        device = device or next(iter(model.parameters()), torch.zeros(0)).device
+    old_pooling = None
+    if pooling is not None:
+        old_pooling = model.encoder.pooling
+        model.encoder.pooling = pooling
+    rows = 0
+    try:
+        with torch.no_grad():
+            for batch in _batches(sampler, batch_size, max_rows):
+                take = len(batch["obs"]) if max_rows is None else min(len(batch["obs"]), max_rows - rows)
+                if take <= 0:
+                    break
+                if batch["obs"].shape[1] != window:
+                    raise WMUsageError(f"probe: sampler gave windows of {batch['obs'].shape[1]} frames, expected {window}")
+                for key, value in batch.items():
+                    if key.startswith("labels/"):
+                        keep(key, np.asarray(value)[:take])
+                if raw_size is not None:
+                    obs_np = np.asarray(batch["obs"][:take])
+                    keep("raw/t", _raw_frames(obs_np, frame, raw_size))
+                    keep("raw/prev", _raw_frames(obs_np, max(frame - 1, 0), raw_size))
+                if kinds:
+                    obs = prepare_obs(torch.as_tensor(np.asarray(batch["obs"][:take, :frame + 1])).to(device))
+                    act = prepare_actions(torch.as_tensor(np.asarray(batch["action"][:take, :frame + 1])).to(device),
+                                          model.action_spec)
+                    keep("feat/action", act[:, frame])
+                    z = None
+                    # The whole context goes in (not frame t alone) so encoders that look
+                    # at several frames see what they saw in training.
+                    if need_pred or (need_enc and not hasattr(model.encoder, "features")):
+                        z = model.encoder(obs)
+                    if need_enc:
+                        enc = model.encoder.features(obs) if hasattr(model.encoder, "features") else z
+                        keep("feat/encoder", enc[:, frame])
+                    if need_pred:
+                        keep("feat/predictor", model.predictor(z, act)[:, frame])
+                rows += take
+    finally:
+        if pooling is not None:
+            model.encoder.pooling = old_pooling
+        if model is not None:
+            model.train(was_training)
+    if rows == 0:
+        raise WMUsageError("probe: the split has no windows (too few or too short episodes?)")
+    for key, parts in chunks.items():
+        group, name = key.split("/", 1)
+        target = {"labels": fs.labels, "raw": fs.raw, "feat": fs.features}[group]
+        target[name] = np.concatenate(parts, axis=0)
+    return fs
+
+
+def task_rows(fs: FeatureSet, task: ProbeTask, x: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of a task: targets at frame t+shift; rows with a NaN target (or feature) are dropped."""
+    if x is None:
+        x = fs.matrix(task.features)
+    missing = [n for n in task.targets if n not in fs.labels]
+    if missing:
+        raise WMUsageError(f"probe task '{task.name}': unknown label(s) {missing}; "
+                           f"the store has: {', '.join(sorted(fs.labels)) or '(none)'}")
+    y = np.stack([fs.labels[n][:, fs.frame + task.shift] for n in task.targets], axis=1)
+    ok = np.isfinite(y).all(axis=1) & np.isfinite(x).all(axis=1)
+    return x[ok], y[ok]
+
+
+def persistence_rows(fs: FeatureSet, task: ProbeTask) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, prediction) of the static baseline: labels at t+h predicted by labels at t, h = max(shift, 1).
+
+    For shift-0 tasks this is "copy frame t as frame t+1", the reference's static baseline.
+    """
+    h = max(task.shift, 1)
+    truth = np.stack([fs.labels[n][:, fs.frame + h] for n in task.targets], axis=1)
+    pred = np.stack([fs.labels[n][:, fs.frame] for n in task.targets], axis=1)
+    ok = np.isfinite(truth).all(axis=1) & np.isfinite(pred).all(axis=1)
+    return truth[ok], pred[ok]
