@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -153,9 +152,8 @@ def _sweep_summary(ctx: RunContext) -> None:
         table[label] = res
         rows.append(f"| {label} | {_fmt(res.get('best_val_loss'))} | {_fmt(res.get('best_step'))} | [report](sweep/{label}/report.md) |")
     ctx.update_results("sweep", table)
-    if "sweep" not in json.dumps(ctx.results().get("_sections", "")):
-        md = "| run | best val loss | best step | report |\n|---|---|---|---|\n" + "\n".join(rows)
-        ctx.write_report_section("sweep", "Sweep runs", md)
+    md = "| run | best val loss | best step | report |\n|---|---|---|---|\n" + "\n".join(rows)
+    ctx.write_report_section("sweep", "Sweep runs", md)
 
 
 def _fmt(v) -> str:
