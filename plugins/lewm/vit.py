@@ -1,0 +1,129 @@
+"""A Vision Transformer encoder trained from scratch (LeWM's ViT-Tiny), top to bottom.
+
+obs ``[B, T, C, H, W]`` in [0, 1]
+  -> (resize to ``image_size``, gray -> RGB, ImageNet normalisation)
+  -> patch embedding (a conv with stride = patch) + CLS token + learned positions
+  -> ``depth`` pre-norm transformer blocks -> final LayerNorm
+  -> CLS token (or the mean of the patch tokens)        = ``features(obs)``
+  -> BatchNorm projector                                = ``forward(obs)``, ``[B, T, D]``
+
+At the "tiny" preset (224 px, patch 14, width 192, depth 12, 3 heads, MLP 768) the
+backbone has exactly 5,501,376 parameters and the projector 792,768 (REFERENCE §1).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wm_plugins.lewm.projector import Projector, init_weights
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over all tokens (no mask: images are not causal)."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, length, width = x.shape
+        q, k, v = self.qkv(x).view(n, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(y.transpose(1, 2).reshape(n, length, width))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, width: int, heads: int, mlp_dim: int):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(width, eps=1e-6)
+        self.attn = SelfAttention(width, heads)
+        self.ln2 = nn.LayerNorm(width, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class ViT(nn.Module):
+    """Images ``[N, 3, H, W]`` (already resized and normalised) -> tokens ``[N, 1 + P, width]``."""
+
+    def __init__(self, image_size: tuple[int, int], patch_size: int, width: int, depth: int, heads: int, mlp_dim: int):
+        super().__init__()
+        h, w = image_size
+        if h % patch_size or w % patch_size:
+            raise ValueError(f"image_size {h}x{w} is not divisible by patch_size {patch_size}")
+        self.image_size = (h, w)
+        self.num_patches = (h // patch_size) * (w // patch_size)
+        self.patch_embed = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.num_patches, width))
+        self.blocks = nn.ModuleList(Block(width, heads, mlp_dim) for _ in range(depth))
+        self.norm = nn.LayerNorm(width, eps=1e-6)
+        self.apply(init_weights)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(images).flatten(2).transpose(1, 2)  # [N, P, width]
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+
+class ViTEncoder(nn.Module):
+    """The world-model encoder: pixels ``[B, T, C, H, W]`` in [0, 1] -> latents ``[B, T, D]``."""
+
+    def __init__(self, image_size, patch_size: int, width: int, depth: int, heads: int, mlp_dim: int,
+                 pooling: str = "cls", normalize: bool = True, projector: bool = True,
+                 projector_hidden: int = 2048):
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+        self.backbone = ViT(size, patch_size, width, depth, heads, mlp_dim)
+        self.projector = Projector(width, projector_hidden) if projector else nn.Identity()
+        self.pooling = pooling
+        self.normalize = normalize
+        self.out_dim = width
+        # Buffers, not parameters: they move with .to(device) but are not trained.
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def _images(self, obs: torch.Tensor) -> torch.Tensor:
+        """``[B, T, C, H, W]`` -> ``[B*T, 3, h, w]`` ready for the backbone."""
+        if obs.dim() != 5:
+            raise ValueError(f"vit expects pixels [B, T, C, H, W], got shape {tuple(obs.shape)}")
+        x = obs.flatten(0, 1).float()
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)  # grayscale -> the three channels the ViT expects
+        elif x.shape[1] != 3:
+            raise ValueError(f"vit expects 1 or 3 channels, got {x.shape[1]}")
+        if tuple(x.shape[-2:]) != self.backbone.image_size:
+            # Resizing here (not in the store) lets one store feed encoders of any size.
+            x = F.interpolate(x, size=self.backbone.image_size, mode="bilinear", antialias=True, align_corners=False)
+        if self.normalize:
+            x = (x - self.mean) / self.std
+        return x
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """Pre-projector embedding ``[B, T, width]``: CLS token or patch-token mean (for probes)."""
+        b, t = obs.shape[:2]
+        tokens = self.backbone(self._images(obs))
+        pooled = tokens[:, 0] if self.pooling == "cls" else tokens[:, 1:].mean(dim=1)
+        return pooled.view(b, t, -1)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.features(obs))
