@@ -10,7 +10,7 @@ from wm_framework import hookimpl, lazy
 @hookimpl
 def register_envs(register):
     """Toy environments with exact ground truth."""
-    register("bouncing_ball", lazy("wm_plugins.blocks.envs:BouncingBallEnv"), description="A ball bouncing in a box, drawn in pixels; labels ball_x/y, vx/vy.")
+    register("bouncing_ball", lazy("wm_plugins.blocks.envs:BouncingBallEnv"), description="A ball bouncing in a box with a paddle, drawn in pixels; labels ball_x/y, ball_vx/vy, paddle_x.")
     register("linear_state", lazy("wm_plugins.blocks.envs:LinearStateEnv"), description="A linear dynamical system with a state observation and continuous actions.")
 
 

@@ -1,0 +1,152 @@
+"""`wm data`: collect, inspect, validate and import episode stores.
+
+Mounted by the core CLI as ``wm data``; every bad input raises WMUsageError, which the
+CLI prints as one line with exit code 2. Run standalone with
+``python -m wm_framework.commands.data --help``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import List, Optional
+
+import typer
+
+from wm_framework.errors import WMUsageError
+
+app = typer.Typer(help="Episode datasets: collect, info, validate, import.", no_args_is_help=True,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+
+
+def parse_value(text: str):
+    """A command-line value parsed as TOML (``3``, ``true``, ``[64, 64]``, ``"x"``); bare words stay strings."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except Exception:
+        return text
+
+
+def parse_overrides(items: list[str]) -> tuple[dict, dict]:
+    """``env.k=v`` / ``policy.k=v`` arguments -> (env params, params for every policy)."""
+    env, policy = {}, {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in ("env", "policy") or not name:
+            raise WMUsageError(f"expected env.PARAM=VALUE or policy.PARAM=VALUE, got '{item}'")
+        (env if section == "env" else policy)[name] = parse_value(value)
+    return env, policy
+
+
+@app.command("collect")
+def collect_cmd(
+    overrides: Optional[List[str]] = typer.Argument(None, help="env.PARAM=VALUE / policy.PARAM=VALUE (values parsed as TOML)."),
+    env: str = typer.Option(..., "--env", help="Registered env name (see `wm components list envs`)."),
+    policy: List[str] = typer.Option(..., "--policy", help="Policy name; repeat for several policies."),
+    episodes: int = typer.Option(..., "--episodes", help="Target number of episodes PER POLICY (existing ones count)."),
+    out: str = typer.Option(..., "--out", help="Store path (created, or topped up if it exists)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Truncate episodes after this many steps."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes running env + policy."),
+    seed: int = typer.Option(0, "--seed", help="Base seed of the episode seeds."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+):
+    """Collect episodes of policies in an env into a Zarr store."""
+    from wm_framework.collect import collect
+
+    env_params, policy_params = parse_overrides(overrides or [])
+    store = collect(out, {"type": env, **env_params}, [{"type": p, **policy_params} for p in policy],
+                    episodes=episodes, max_steps=max_steps, workers=workers, seed=seed, progress=progress)
+    typer.echo(f"{store.path}: {store.num_episodes} episodes, {store.num_frames} frames")
+
+
+@app.command("info")
+def info_cmd(path: str = typer.Argument(..., help="Store path or URL."),
+             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")):
+    """Summarise a store: episodes, frames, policies, returns, sizes, arrays."""
+    from wm_framework.data.inspect import store_info
+
+    info = store_info(path)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    ratio = info["bytes_raw"] / max(info["bytes_on_disk"], 1)
+    console.print(f"[bold]{info['path']}[/]  env [cyan]{info['env'].get('name')}[/] {info['env'].get('params', {})}")
+    console.print(f"{info['episodes']} episodes, {info['frames']} frames, obs {info['obs']['key']} {info['obs']['shape']}, "
+                  f"action {info['action']}, labels {', '.join(info['label_names']) or '-'}")
+    console.print(f"{_mb(info['bytes_on_disk'])} on disk for {_mb(info['bytes_raw'])} raw ({ratio:.1f}x)")
+    table = Table("policy", "episodes", "mean length", "mean return")
+    for p, count in info["policies"].items():
+        table.add_row(p, str(count), f"{info['mean_length'][p]:.1f}", f"{info['mean_return'][p]:.3f}")
+    console.print(table)
+    arrays = Table("array", "shape", "dtype", "chunks")
+    for name, a in info["arrays"].items():
+        arrays.add_row(name, str(tuple(a["shape"])), a["dtype"], str(tuple(a["chunks"])))
+    console.print(arrays)
+
+
+@app.command("validate")
+def validate_cmd(path: str = typer.Argument(..., help="Store path or URL.")):
+    """Decode every chunk and check the episode structure; exit 0 if valid, 2 if not."""
+    from wm_framework.data.inspect import uncommitted_rows, validate_store
+    from wm_framework.data.store import EpisodeStore
+
+    problems = validate_store(path)
+    if problems:
+        for p in problems:
+            typer.echo(f"invalid: {p}", err=True)
+        raise typer.Exit(2)
+    store = EpisodeStore.open(path)
+    extra = uncommitted_rows(store)
+    note = f" ({extra} rows of an interrupted append are ignored)" if extra > 0 else ""
+    typer.echo(f"ok: {store.num_episodes} episodes, {store.num_frames} frames{note}")
+
+
+@app.command("import")
+def import_cmd(fmt: str = typer.Argument(..., metavar="FORMAT", help="npy-shards | hdf5 | parquet"),
+               src: str = typer.Argument(..., help="Source file or directory."),
+               out: str = typer.Option(..., "--out", help="New store path (must not exist)."),
+               policy: str = typer.Option("imported", "--policy", help="Policy name recorded for the episodes.")):
+    """Import episodes from another format into a new store."""
+    from wm_framework.data.importers import import_store
+
+    store = import_store(fmt, src, out, policy=policy)
+    typer.echo(f"{store.path}: imported {store.num_episodes} episodes, {store.num_frames} frames")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.2f} MB"
+
+
+def main() -> None:
+    """Standalone entry point: WMUsageError -> one line, exit 2 (as the `wm` CLI does)."""
+    import sys
+
+    from wm_framework.errors import WMError
+
+    try:
+        code = app(standalone_mode=False)  # typer.Exit(n) comes back as the return value here
+        sys.exit(code if isinstance(code, int) else 0)
+    except WMError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click's usage errors in non-standalone mode
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""Importers: other episode formats -> a new Zarr episode store (``wm data import``).
+
+Formats (see docs/datasets.md for the exact input layouts):
+
+* ``npy-shards``: memory-mapped ``shard_{i:06d}_{frames,actions,done}.npy`` + manifest.json
+  of overlapping sliding windows; each episode is rebuilt once, without duplicates.
+* ``hdf5``: one dataset per column (pixels|obs|state, action, reward, ...) plus
+  ``ep_offset`` / ``ep_len``.
+* ``parquet``: one row per step with an episode id column; images as PNG bytes or arrays.
+
+Every importer writes only into ``out`` (which must not exist yet) through StoreWriter,
+so the imported store has the same crash-safety and layout as a collected one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import numpy as np
+
+from wm_framework.data.store import EpisodeStore
+from wm_framework.data.writer import StoreWriter
+from wm_framework.errors import WMUsageError
+
+OBS_NAMES = ("pixels", "image", "obs", "observation", "observation.image", "state", "observation.state")
+EPISODE_NAMES = ("episode", "episode_id", "episode_index")
+STEP_NAMES = ("step", "t", "timestep", "frame_index")
+FORMATS = ("npy-shards", "hdf5", "parquet")
+
+
+def import_store(fmt: str, src, out, policy: str = "imported") -> EpisodeStore:
+    """Import ``src`` in format ``fmt`` into a new store at ``out``; returns it opened."""
+    src, out = os.fspath(src), os.fspath(out)
+    if fmt not in FORMATS:
+        raise WMUsageError(f"unknown import format '{fmt}'; formats: {', '.join(FORMATS)}")
+    if not os.path.exists(src):
+        raise WMUsageError(f"import source '{src}' does not exist")
+    if os.path.exists(out):
+        raise WMUsageError(f"'{out}' already exists; import writes a new store")
+    reader = {"npy-shards": _npy_shards, "hdf5": _hdf5, "parquet": _parquet}[fmt]
+    writer = None
+    for meta, episode in reader(src):
+        if writer is None:
+            writer = StoreWriter(out, env={"name": f"imported:{fmt}", "params": {"source": os.path.abspath(src)}},
+                                 obs_spec=meta["obs"], action_spec=meta["action"], label_names=meta["labels"])
+        writer.append_episode(episode, policy, seed=-1)
+    if writer is None:
+        raise WMUsageError(f"'{src}' holds no complete episode")
+    return EpisodeStore.open(out)
+
+
+def make_episode(obs: np.ndarray, action: np.ndarray, reward=None, terminated: bool = False,
+                 labels: dict | None = None) -> dict:
+    """An episode in store rows from per-row arrays whose last row is the final obs.
+
+    ``action[t]`` is the action taken at ``obs[t]``; the last row's action is replaced by
+    padding, its reward by 0, and it gets ``terminated`` (else ``truncated``).
+    """
+    rows = len(obs)
+    action = np.array(action, copy=True)
+    if action.dtype.kind == "f":
+        action = action.astype(np.float32)
+        action[-1] = np.nan
+    else:
+        action = action.astype(np.int64)
+        action[-1] = -1
+    reward = np.zeros(rows, np.float32) if reward is None else np.asarray(reward, np.float32).copy()
+    reward[-1] = 0.0
+    flags = np.zeros(rows, bool)
+    ep = {"obs": obs, "action": action, "reward": reward, "terminated": flags.copy(), "truncated": flags.copy()}
+    ep["terminated" if terminated else "truncated"][-1] = True
+    for name, values in (labels or {}).items():
+        ep[f"labels/{name}"] = np.asarray(values, np.float32)
+    return ep
+
+
+def _obs_spec(sample: np.ndarray) -> dict:
+    if sample.dtype == np.uint8:
+        return {"key": "pixels", "shape": list(sample.shape), "dtype": "uint8"}
+    if sample.ndim == 1:
+        return {"key": "state", "shape": list(sample.shape), "dtype": "float32"}
+    raise WMUsageError(f"observations must be uint8 images or 1-D float states, got {sample.dtype} {sample.shape}")
+
+
+def _action_spec(actions: np.ndarray) -> dict:
+    if actions.dtype.kind in "iub":
+        return {"type": "discrete", "n": int(actions.max()) + 1 if actions.size else 1}
+    return {"type": "continuous", "dim": int(actions.shape[1]) if actions.ndim > 1 else 1}
+
+
+# -- npy-shards ------------------------------------------------------------------------------
+def _npy_shards(src: str):
+    """Rebuild episodes from overlapping windows (REFERENCE §3).
+
+    Row t of the shards holds frames f[t-L+1..t], actions a[t-L+1..t] and their done
+    flags; consecutive rows of one episode overlap by L-1. An episode is the first row
+    plus the newest frame/action of each following row, up to a row whose last done is
+    set. The frame after the last action is not stored, so an imported episode of T
+    stored frames has T rows and T-1 actions and ends ``truncated``.
+    """
+    manifest_path = os.path.join(src, "manifest.json")
+    if not os.path.exists(manifest_path):
+        raise WMUsageError(f"'{src}' has no manifest.json (not an npy-shards directory)")
+    manifest = json.load(open(manifest_path))
+    n_shards = len(manifest.get("shards", []))
+    paths = [{k: os.path.join(src, f"shard_{i:06d}_{k}.npy") for k in ("frames", "actions", "done")} for i in range(n_shards)]
+    for p in paths:
+        for k, f in p.items():
+            if not os.path.exists(f):
+                old = os.path.exists(f.replace(f"_{k}.npy", "_obs.npy"))
+                raise WMUsageError(f"missing shard file '{os.path.basename(f)}'" +
+                                   (" (old obs/next_obs layout is not supported)" if old else ""))
+    shards = [{k: np.load(f, mmap_mode="r") for k, f in p.items()} for p in paths]  # memory-mapped
+    if not shards:
+        raise WMUsageError(f"manifest '{manifest_path}' lists no shards")
+    n_actions = manifest.get("n_actions") or manifest.get("num_actions")
+    if n_actions is None:
+        n_actions = 1 + max(int(s["actions"].max()) for s in shards if len(s["actions"]))
+    frame_shape = shards[0]["frames"].shape[2:]
+    meta = {"obs": _obs_spec(np.zeros(frame_shape, np.uint8)), "action": {"type": "discrete", "n": int(n_actions)},
+            "labels": []}
+    frames, actions, prev_actions = [], [], None
+
+    def finish():
+        obs = np.concatenate(frames)
+        act = np.concatenate(actions)
+        return meta, make_episode(obs, act)  # last stored action has no next frame: dropped (padding)
+
+    for shard in shards:
+        f, a, d = shard["frames"], shard["actions"], shard["done"]
+        for r in range(len(f)):
+            row_actions = np.asarray(a[r])
+            # A row continues the episode iff it is the previous row shifted by one step.
+            continues = frames and prev_actions is not None and np.array_equal(row_actions[:-1], prev_actions[1:])
+            if frames and not continues:
+                yield finish()
+                frames, actions = [], []
+            if not frames:
+                frames.append(np.asarray(f[r]))
+                actions.append(row_actions)
+            else:
+                frames.append(np.asarray(f[r, -1:]))
+                actions.append(row_actions[-1:])
+            prev_actions = row_actions
+            if bool(d[r, -1]):
+                yield finish()
+                frames, actions, prev_actions = [], [], None
+    if frames:
+        yield finish()
+
+
+# -- hdf5 ------------------------------------------------------------------------------------
+def _hdf5(src: str):
+    """One dataset per column, episodes given by ``ep_offset`` and ``ep_len`` (rows).
+
+    Columns: the observation (pixels|image|obs|observation|state), ``action``,
+    optional ``reward``, ``terminated``; every other dataset with one value (or a
+    vector) per row becomes a label (``name`` or ``name_0``, ``name_1``...). If every
+    episode's first action is NaN, actions are "previous action" aligned (as in LeWM's
+    files) and are shifted so that row t holds the action taken at obs_t.
+    """
+    import h5py
+
+    with h5py.File(src, "r") as h5:
+        names = set(h5.keys())
+        obs_name = next((n for n in OBS_NAMES if n in names), None)
+        act_name = next((n for n in ("action", "actions") if n in names), None)
+        if obs_name is None or act_name is None or not {"ep_offset", "ep_len"} <= names:
+            raise WMUsageError(f"hdf5 '{src}' needs an observation dataset ({'|'.join(OBS_NAMES[:5])}), "
+                               f"'action', 'ep_offset' and 'ep_len'; it has {sorted(names)}")
+        obs_ds, act_ds = h5[obs_name], h5[act_name]
+        n = obs_ds.shape[0]
+        offsets, lengths = np.asarray(h5["ep_offset"][:], np.int64), np.asarray(h5["ep_len"][:], np.int64)
+        if ((offsets + lengths) > n).any() or (lengths < 1).any():
+            raise WMUsageError(f"hdf5 '{src}': ep_offset/ep_len point outside the {n} rows")
+        known = {obs_name, act_name, "ep_offset", "ep_len", "reward", "rewards", "terminated", "truncated", "done"}
+        label_sets = [k for k in sorted(names - known) if isinstance(h5[k], h5py.Dataset) and h5[k].shape[:1] == (n,)
+                      and h5[k].ndim <= 2 and h5[k].dtype.kind in "fiub"]
+        label_cols = {}
+        for k in label_sets:
+            width = h5[k].shape[1] if h5[k].ndim == 2 else 0
+            label_cols.update({k: (k, None)} if not width else {f"{k}_{j}": (k, j) for j in range(width)})
+        actions_all = np.asarray(act_ds[:])
+        prev_aligned = actions_all.dtype.kind == "f" and np.isnan(actions_all[offsets]).all()
+        obs_sample = np.asarray(obs_ds[0])
+        if obs_sample.dtype != np.uint8:
+            obs_sample = obs_sample.astype(np.float32)
+        meta = {"obs": _obs_spec(obs_sample), "action": _action_spec(actions_all), "labels": list(label_cols)}
+        reward_name = next((r for r in ("reward", "rewards") if r in names), None)
+        for off, length in zip(offsets, lengths):
+            sl = slice(int(off), int(off + length))
+            obs = np.asarray(obs_ds[sl])
+            obs = obs if obs.dtype == np.uint8 else obs.astype(np.float32)
+            act = actions_all[sl]
+            reward = np.asarray(h5[reward_name][sl], np.float32) if reward_name else None
+            if prev_aligned:  # row t held a_{t-1}: move it to row t-1, where it was taken
+                act = np.concatenate([act[1:], act[:1]])
+                reward = None if reward is None else np.concatenate([reward[1:], [0.0]]).astype(np.float32)
+            term = bool(np.asarray(h5["terminated"][sl])[-1]) if "terminated" in names else False
+            labels = {}
+            for lab, (k, j) in label_cols.items():
+                values = np.asarray(h5[k][sl], np.float32)
+                labels[lab] = values if j is None else values[:, j]
+            yield meta, make_episode(obs, act, reward, term, labels)
+
+
+# -- parquet ---------------------------------------------------------------------------------
+def _parquet(src: str):
+    """One row per step; rows grouped by an episode column (episode|episode_id|episode_index)
+    and ordered by a step column when there is one. The observation column holds PNG
+    bytes (or ``{"bytes": ...}`` structs, as in Hugging Face image columns) or arrays;
+    ``action`` holds ints or float lists; ``reward``/``terminated`` are optional; other
+    numeric scalar columns become labels. The last row of an episode is its final obs.
+    """
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:  # missing, or built for another NumPy
+        raise WMUsageError(f"the parquet importer needs a working pyarrow ({e}); pip install \"wm-framework[import]\"") from e
+    table = pq.read_table(src)
+    cols = table.column_names
+    ep_col = next((c for c in EPISODE_NAMES if c in cols), None)
+    obs_col = next((c for c in OBS_NAMES if c in cols), None)
+    if ep_col is None or obs_col is None or "action" not in cols:
+        raise WMUsageError(f"parquet '{src}' needs an episode column ({'|'.join(EPISODE_NAMES)}), an observation "
+                           f"column ({'|'.join(OBS_NAMES)}) and 'action'; it has {cols}")
+    step_col = next((c for c in STEP_NAMES if c in cols), None)
+    episode_ids = table.column(ep_col).to_numpy()
+    steps = table.column(step_col).to_numpy() if step_col else np.arange(len(episode_ids))
+    order = np.lexsort((steps, episode_ids))
+    actions = np.asarray(table.column("action").to_pylist())
+    known = {ep_col, obs_col, step_col, "action", "reward", "terminated", "truncated", "done"}
+    label_cols = [c for c in cols if c not in known and _is_numeric(table.schema.field(c).type)]
+    meta = None
+    bounds = np.flatnonzero(np.diff(episode_ids[order])) + 1
+    for rows in np.split(order, bounds):
+        obs = np.stack([_decode_obs(table.column(obs_col)[int(r)].as_py()) for r in rows])
+        if meta is None:
+            meta = {"obs": _obs_spec(obs[0]), "action": _action_spec(actions), "labels": label_cols}
+        reward = table.column("reward").take(rows).to_numpy() if "reward" in cols else None
+        term = bool(table.column("terminated")[int(rows[-1])].as_py()) if "terminated" in cols else False
+        labels = {c: table.column(c).take(rows).to_numpy(zero_copy_only=False) for c in label_cols}
+        yield meta, make_episode(obs, actions[rows], reward, term, labels)
+
+
+def _is_numeric(t) -> bool:
+    import pyarrow.types as pat
+
+    return pat.is_integer(t) or pat.is_floating(t) or pat.is_boolean(t)
+
+
+def _decode_obs(value) -> np.ndarray:
+    if isinstance(value, dict):  # {"bytes": b"...", "path": ...} image structs
+        value = value.get("bytes")
+    if isinstance(value, (bytes, bytearray)):
+        from PIL import Image
+
+        return np.asarray(Image.open(io.BytesIO(value)).convert("RGB"), np.uint8)
+    arr = np.asarray(value)
+    return arr if arr.dtype == np.uint8 else arr.astype(np.float32)

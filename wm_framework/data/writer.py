@@ -1,0 +1,198 @@
+"""Appending whole episodes to a Zarr v3 episode store, crash-safely.
+
+Commit protocol (why a SIGKILL anywhere leaves only complete episodes):
+
+1. every row-aligned array is resized to hold the new rows and the rows are written;
+2. ``episodes/policy`` and ``episodes/seed`` get their new entry;
+3. ``episodes/ends`` gets its new entry, LAST. Readers trust only this index.
+
+Zarr's LocalStore writes every chunk and metadata file through a temp file and a
+rename, so no single file is ever half-written. A kill before step 3 leaves trailing
+rows (ignored by readers, overwritten by the next append); a kill inside step 3 leaves
+a trailing fill value in ``episodes/ends`` that readers recognise and skip.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from wm_framework.data.store import (
+    SCHEMA_VERSION,
+    check_attrs,
+    committed_episode_count,
+    expected_columns,
+    open_group,
+)
+from wm_framework.errors import WMUsageError
+
+#: Target uncompressed chunk size along time (DESIGN: roughly 1-4 MB).
+CHUNK_BYTES = 2 * 2**20
+MAX_CHUNK_ROWS = 2**18
+INDEX_CHUNK = 4096
+
+
+def chunk_rows_for(row_shape: tuple, dtype) -> int:
+    """Rows per chunk so that one chunk is about CHUNK_BYTES uncompressed."""
+    row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return int(max(1, min(MAX_CHUNK_ROWS, CHUNK_BYTES // max(row_bytes, 1))))
+
+
+def _zstd():
+    from zarr.codecs import ZstdCodec
+
+    return ZstdCodec(level=3)
+
+
+def make_attrs(env: dict, obs_spec: dict, action_spec: dict, label_names: list[str], plugin_versions: dict | None) -> dict:
+    """The root attributes of a new store (validated like a store being opened)."""
+    import wm_framework
+
+    obs = {"key": obs_spec.get("key"), "shape": [int(x) for x in obs_spec.get("shape", [])], "dtype": str(obs_spec.get("dtype"))}
+    if obs["key"] == "pixels" and obs["dtype"] != "uint8":
+        raise WMUsageError(f"pixel observations must be uint8, got {obs['dtype']}")
+    if obs["key"] == "state" and obs["dtype"] != "float32":
+        raise WMUsageError(f"state observations must be float32, got {obs['dtype']}")
+    if len(set(label_names)) != len(label_names) or any("/" in n or not n for n in label_names):
+        raise WMUsageError(f"label names must be unique, non-empty and contain no '/': {label_names}")
+    attrs = {
+        "schema_version": SCHEMA_VERSION,
+        "env": {"name": env.get("name"), "params": dict(env.get("params", {}))},
+        "plugin_versions": dict(plugin_versions or {}),
+        "obs": obs,
+        "action": dict(action_spec),
+        "label_names": list(label_names),
+        "created_with": f"wm-framework {wm_framework.__version__}",
+    }
+    check_attrs("<new store>", attrs)
+    return attrs
+
+
+class StoreWriter:
+    """Create a store (or reopen a compatible one) and append whole episodes to it."""
+
+    def __init__(self, path, *, env: dict, obs_spec: dict, action_spec: dict, label_names: list[str],
+                 plugin_versions: dict | None = None):
+        self.path = os.fspath(path)
+        attrs = make_attrs(env, obs_spec, action_spec, label_names, plugin_versions)
+        exists = os.path.exists(os.path.join(self.path, "zarr.json")) if "://" not in self.path else _url_exists(self.path)
+        if exists:
+            self.group = open_group(self.path, "r+")
+            old = dict(self.group.attrs)
+            check_attrs(self.path, old)
+            for key in ("env", "obs", "action", "label_names"):
+                if _jsonish(old.get(key)) != _jsonish(attrs[key]):
+                    raise WMUsageError(
+                        f"store '{self.path}' is incompatible: its {key} is {old.get(key)} but this writer has {attrs[key]}"
+                    )
+            self.attrs = old
+            self._create_arrays()  # only the missing ones: a kill during creation leaves some out
+        else:
+            if "://" not in self.path and os.path.exists(self.path) and os.listdir(self.path):
+                raise WMUsageError(f"'{self.path}' exists and is not an episode store; refusing to write into it")
+            self.group = open_group(self.path, "a")
+            self.group.attrs.update(attrs)
+            self.attrs = attrs
+            self._create_arrays()
+        self.columns = expected_columns(self.attrs)
+        self.arrays = {name: self.group[name] for name in list(self.columns) + ["episodes/ends", "episodes/policy", "episodes/seed"]}
+        self._recover()
+
+    def _create_arrays(self) -> None:
+        comp = _zstd()
+        have = set(_array_paths(self.group))
+        for name, (row_shape, dtype) in expected_columns(self.attrs).items():
+            if name in have:
+                continue
+            fill = -1 if name == "action" and dtype.kind == "i" else (np.nan if dtype.kind == "f" else 0)
+            self.group.create_array(
+                name, shape=(0, *row_shape), chunks=(chunk_rows_for(row_shape, dtype), *row_shape),
+                dtype=dtype, compressors=comp, fill_value=fill if dtype.kind != "b" else False,
+            )
+        for name, dtype in (("episodes/policy", str), ("episodes/seed", "int64"), ("episodes/ends", "int64")):
+            if name not in have:
+                extra = {} if dtype is str else {"fill_value": 0}
+                self.group.create_array(name, shape=(0,), chunks=(INDEX_CHUNK,), dtype=dtype, compressors=comp, **extra)
+
+    def _recover(self) -> None:
+        """Drop the traces of an interrupted append: index entries past the committed ones."""
+        ends = np.asarray(self.arrays["episodes/ends"][:])
+        n = committed_episode_count(ends)
+        for name in ("episodes/ends", "episodes/policy", "episodes/seed"):
+            if self.arrays[name].shape[0] != n:
+                self.arrays[name].resize((n,))
+        self.num_episodes = n
+        self.num_frames = int(ends[n - 1]) if n else 0
+
+    # -- appending -------------------------------------------------------------------
+    def _check_episode(self, episode: dict) -> tuple[int, dict]:
+        obs_key = self.attrs["obs"]["key"]
+        data = {}
+        rows = None
+        for name, (row_shape, dtype) in self.columns.items():
+            key = "obs" if name == f"obs/{obs_key}" else name
+            if key not in episode:
+                raise WMUsageError(f"episode is missing '{key}'")
+            arr = np.asarray(episode[key])
+            if tuple(arr.shape[1:]) != row_shape:
+                raise WMUsageError(f"episode '{key}' has rows of shape {tuple(arr.shape[1:])}, expected {row_shape}")
+            rows = arr.shape[0] if rows is None else rows
+            if arr.shape[0] != rows:
+                raise WMUsageError(f"episode '{key}' has {arr.shape[0]} rows, 'obs' has {rows}")
+            if dtype.kind in "iu" and arr.dtype.kind == "f":  # silent float->int casts hide bugs
+                raise WMUsageError(f"episode '{key}' is {arr.dtype}, expected {dtype}")
+            data[name] = arr.astype(dtype, copy=False)
+        if not rows:
+            raise WMUsageError("episode has no rows")
+        return rows, data
+
+    def append_episode(self, episode: dict[str, np.ndarray], policy: str, seed: int) -> None:
+        """Append one whole episode (T+1 rows) and commit it in the episode index."""
+        rows, data = self._check_episode(episode)
+        n0, n1, e = self.num_frames, self.num_frames + rows, self.num_episodes
+        for name, values in data.items():  # 1. rows
+            arr = self.arrays[name]
+            arr.resize((n1, *arr.shape[1:]))
+            arr[n0:n1] = values
+        index = (("episodes/policy", np.array([str(policy)], dtype=object)),  # 2. metadata
+                 ("episodes/seed", np.array([int(seed)], dtype=np.int64)),
+                 ("episodes/ends", np.array([n1], dtype=np.int64)))  # 3. the commit, last
+        for name, value in index:
+            self.arrays[name].resize((e + 1,))
+            self.arrays[name][e:e + 1] = value
+        self.num_episodes, self.num_frames = e + 1, n1
+
+    def close(self) -> None:
+        """Nothing is buffered; kept so callers can use the writer as a context manager."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _array_paths(group, prefix: str = "") -> list[str]:
+    """Paths of every array below ``group`` ("obs/pixels", "episodes/ends", ...)."""
+    out = [prefix + name for name in group.array_keys()]
+    for name, sub in group.groups():
+        out += _array_paths(sub, prefix + name + "/")
+    return out
+
+
+def _jsonish(x):
+    """Normalise tuples to lists so that attrs read back from JSON compare equal."""
+    if isinstance(x, dict):
+        return {k: _jsonish(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonish(v) for v in x]
+    return x
+
+
+def _url_exists(url: str) -> bool:
+    try:
+        open_group(url, "r")
+        return True
+    except Exception:
+        return False
