@@ -114,6 +114,11 @@ class WorldModel(nn.Module):
         keep = self.history or None
         next_obs = getattr(self.predictor, "next_obs", None)
         next_latent = getattr(self.predictor, "next_latent", None)
+        preprocess = getattr(self.encoder, "preprocess", None)
+        if next_obs is not None and preprocess is not None:
+            # Predicted frames come back in the encoder's preprocessed space (e.g. gray 84x84);
+            # put the context there too so they can be concatenated and re-encoded.
+            obs_context = preprocess(obs_context)
         z_hist = self.encoder(obs_context)
         obs_hist = obs_context
         out_z, out_obs = [], []

@@ -84,6 +84,7 @@ class TrainConfig(_Strict):
     grad_clip: float | None = Field(default=1.0, gt=0, description="Clip the global gradient norm to this (none: no clipping).")
     precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto = bf16 autocast on CUDA, fp32 on CPU.")
     compile: bool = Field(default=False, description="Wrap the model in torch.compile.")
+    channels_last: bool = Field(default=False, description="Convert the model to channels-last (NHWC) memory format: faster convolutions on GPU tensor cores.")
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     eval_every: int = Field(default=500, ge=1, description="Validate every N steps (and at the end).")
     eval_batches: int = Field(default=8, ge=1, description="Validation batches per evaluation.")
@@ -109,6 +110,7 @@ class SweepConfig(_Strict):
     grid: dict[str, list] = Field(default_factory=dict, description="Dotted key -> values; the cartesian product becomes runs.")
     runs: list[SweepRun] = Field(default_factory=list, description="Explicitly labelled runs (used instead of, or besides, the grid).")
     after_stages: list[str] = Field(default_factory=list, description="Stages run once after all runs, with ctx.sweep_runs.")
+    launcher: dict = Field(default_factory=lambda: {"type": "local"}, description="How the runs are executed: {type = NAME, ...params}; `local` runs them in sequence on CPU and spreads them over the visible GPUs (per_gpu runs each).")
 
 
 CORE_SECTIONS = ("name", "description", "seed", "stages", "data", "model", "train", "sweep", "smoke")
@@ -347,6 +349,8 @@ def validate(data: Any, registry=None, check_components: bool = True) -> Recipe:
         if key in stage_names:
             comp = registry.get("stages", key)
             config_model = comp.meta.get("config")
+            if hasattr(config_model, "resolve"):  # lazy("module:Config")
+                config_model = config_model.resolve()
             if config_model is not None:
                 try:
                     stage_configs[key] = config_model.model_validate(value)
@@ -354,6 +358,9 @@ def validate(data: Any, registry=None, check_components: bool = True) -> Recipe:
                     problems += _pydantic_problems(e, (key,))
             else:
                 stage_configs[key] = value
+            continue
+        if registry is None:  # no registry to ask: plugin stage tables are taken as they are
+            stage_configs[key] = value
             continue
         close = difflib.get_close_matches(key, list(CORE_SECTIONS) + sorted(stage_names), n=1)
         problems.append(f"{key}: unknown section" + (f" (did you mean '{close[0]}'?)" if close else ""))

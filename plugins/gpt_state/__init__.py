@@ -4,7 +4,7 @@ Registers: encoder `state_norm`, predictor `gpt_ensemble`, loss `ensemble_mse`, 
 `arx5_sweep_report`. Torch is imported only inside the factories.
 """
 
-from wm_framework import hookimpl
+from wm_framework import hookimpl, lazy
 
 
 def make_state_norm(obs_shape: tuple | list = (14,), state_stats: dict | None = None):
@@ -93,7 +93,5 @@ def register_losses(register):
 @hookimpl
 def register_stages(register):
     """ARX5 sweep report."""
-    from wm_plugins.gpt_state.report import SweepReportConfig, make_sweep_report
-
-    register("arx5_sweep_report", make_sweep_report, config=SweepReportConfig,
+    register("arx5_sweep_report", lazy("wm_plugins.gpt_state.report:make_sweep_report"), config=lazy("wm_plugins.gpt_state.report:SweepReportConfig"),
              description="export, fingerprint and compare the ARX5 delta-sweep configs in one common space")

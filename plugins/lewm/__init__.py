@@ -14,30 +14,24 @@ Torch is imported only when a component is built, so ``wm --help`` stays fast.
 
 from __future__ import annotations
 
-from wm_framework import hookimpl
+from wm_framework import hookimpl, lazy
 
 
 @hookimpl
 def register_encoders(register):
     """The LeWM ViT encoder."""
-    from wm_plugins.lewm.factories import build_vit_encoder
-
-    register("vit", build_vit_encoder, description="ViT from scratch (LeWM ViT-Tiny): CLS token -> BatchNorm projector")
+    register("vit", lazy("wm_plugins.lewm.factories:build_vit_encoder"), description="ViT from scratch (LeWM ViT-Tiny): CLS token -> BatchNorm projector")
 
 
 @hookimpl
 def register_predictors(register):
     """The LeWM action-conditioned causal transformer."""
-    from wm_plugins.lewm.factories import build_ar_transformer
-
-    register("ar_transformer", build_ar_transformer,
+    register("ar_transformer", lazy("wm_plugins.lewm.factories:build_ar_transformer"),
              description="causal transformer with per-step AdaLN-Zero action conditioning (LeWM)")
 
 
 @hookimpl
 def register_losses(register):
     """The LeWM loss terms."""
-    from wm_plugins.lewm.factories import build_latent_mse, build_sigreg
-
-    register("latent_mse", build_latent_mse, description="MSE between predicted and next embeddings (not detached)")
-    register("sigreg", build_sigreg, description="SIGReg: Epps-Pulley test of random 1-D projections vs N(0,1)")
+    register("latent_mse", lazy("wm_plugins.lewm.factories:build_latent_mse"), description="MSE between predicted and next embeddings (not detached)")
+    register("sigreg", lazy("wm_plugins.lewm.factories:build_sigreg"), description="SIGReg: Epps-Pulley test of random 1-D projections vs N(0,1)")

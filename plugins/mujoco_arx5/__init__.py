@@ -4,7 +4,7 @@ MuJoCo is imported only inside the factories, so `wm --help` stays fast and a mi
 `mujoco` package marks this plugin unavailable instead of breaking `wm`.
 """
 
-from wm_framework import hookimpl
+from wm_framework import hookimpl, lazy
 
 WM_REQUIRES = ["mujoco"]
 WM_INSTALL_HINT = 'pip install "wm-framework[mujoco]"'
@@ -44,7 +44,5 @@ def register_envs(register):
 @hookimpl
 def register_policies(register):
     """Scripted ARX5 data policy."""
-    from wm_plugins.mujoco_arx5.policy import WaypointsPolicy
-
-    register("waypoints", WaypointsPolicy,
+    register("waypoints", lazy("wm_plugins.mujoco_arx5.policy:WaypointsPolicy"),
              description="random joint waypoints, minimum-jerk, speed-capped, random gripper")

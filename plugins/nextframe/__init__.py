@@ -1,1 +1,28 @@
-"""Placeholder: this plugin is being written."""
+"""Pixel next-frame world model: frame-stack CNN encoder, FiLM CNN decoder, pixel losses.
+
+A model that predicts observations (the predictor has ``next_obs``), so open-loop
+rollouts decode each predicted frame, feed it back and re-encode (wm_framework.evaluate).
+"""
+
+from __future__ import annotations
+
+from wm_framework import hookimpl, lazy
+
+
+@hookimpl
+def register_encoders(register):
+    """Register the `frame_stack_cnn` encoder."""
+    register("frame_stack_cnn", lazy("wm_plugins.nextframe.model:make_frame_stack_cnn"))
+
+
+@hookimpl
+def register_predictors(register):
+    """Register the `cnn_decoder` predictor."""
+    register("cnn_decoder", lazy("wm_plugins.nextframe.model:make_cnn_decoder"))
+
+
+@hookimpl
+def register_losses(register):
+    """Register the `pixel_huber` and `pixel_mse` losses."""
+    register("pixel_huber", lazy("wm_plugins.nextframe.losses:make_pixel_huber"))
+    register("pixel_mse", lazy("wm_plugins.nextframe.losses:make_pixel_mse"))

@@ -1,0 +1,64 @@
+"""`wm eval RUN_DIR`: open-loop rollout evaluation of a finished (or running) run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from wm_framework.errors import WMUsageError
+
+
+def parse_horizons(text: str) -> list[int]:
+    """"1,5,10" -> [1, 5, 10]; anything else is a one-line usage error."""
+    try:
+        hs = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise WMUsageError(f"--horizons: expected comma-separated integers, got '{text}'") from None
+    if not hs or any(h < 1 for h in hs):
+        raise WMUsageError(f"--horizons: expected positive integers, got '{text}'")
+    return hs
+
+
+def eval_command(run_dir: Path, horizons: str = "1,5,10,30,32", episodes: int = 8, checkpoint: str = "last",
+                 split: str | None = None, video: bool = True):
+    """Evaluate a run directory; the recipe's [eval] table gives defaults, arguments override them.
+
+    Returns the RolloutResult (results.json, report.md, plots/ and videos/ are updated).
+    """
+    from wm_framework.evaluate.stage import EvalConfig, run_eval
+    from wm_framework.runs import load_run
+
+    ctx = load_run(run_dir)
+    base = ctx.recipe.stage_config("eval")
+    params = base.model_dump() if hasattr(base, "model_dump") else dict(base or {})
+    params.update(horizons=parse_horizons(horizons), episodes=episodes, checkpoint=checkpoint, video=video)
+    if split is not None:
+        params["split"] = split
+    try:
+        cfg = EvalConfig(**params)
+    except Exception as e:  # pydantic's message is multi-line; the CLI wants one line
+        raise WMUsageError(f"eval: {str(e).splitlines()[0]}") from e
+    return run_eval(ctx, cfg)
+
+
+def eval_cmd(
+    run_dir: Path = typer.Argument(..., help="Run directory (runs/<timestamp>_<recipe>/)."),
+    horizons: str = typer.Option("1,5,10,30,32", "--horizons", help="Comma-separated steps ahead."),
+    episodes: int = typer.Option(8, "--episodes", help="Held-out windows to roll out."),
+    checkpoint: str = typer.Option("last", "--checkpoint", help="last, best, a label or a .pt path."),
+    split: str = typer.Option(None, "--split", help="test | holdout | val (default: the recipe's)."),
+    video: bool = typer.Option(True, "--video/--no-video", help="Write side-by-side MP4 + GIF clips."),
+):
+    """Open-loop rollouts of a trained model: MSE/PSNR/SSIM per horizon vs copy-last-frame."""
+    result = eval_command(run_dir, horizons, episodes, checkpoint, split, video)
+    m, b = result.metrics["model"], result.metrics["copy_last"]
+    key = result.metric_names()[0]
+    for h in result.horizons:
+        typer.echo(f"horizon {h:>3}: model {key} {m[h][key]:.5f}   copy-last {b[h][key]:.5f}")
+    typer.echo(f"results: {Path(run_dir) / 'rollout_metrics.csv'}, report: {Path(run_dir) / 'report.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Mount `wm eval` on the main app (called by wm_framework.cli)."""
+    app.command("eval")(eval_cmd)
