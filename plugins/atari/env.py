@@ -1,0 +1,202 @@
+"""Atari games through gymnasium + ale-py, with ground-truth labels for Breakout.
+
+``AtariEnv`` wraps ``ALE/<Game>-v5`` and adds what the framework needs on top:
+observations resized / converted to grayscale without torchvision (PIL), a step
+limit, and ``info["labels"]`` (see ``breakout_labels.py``) on every reset and step.
+Other games go through the same code path; they simply have no labels.
+
+It steps the unwrapped ALE env directly: gymnasium's wrapper stack (order
+enforcing, passive checker, time limit) costs a noticeable share of a step that
+takes only ~100 us, and this class does the time limit itself.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+from wm_framework.errors import WMUsageError
+from wm_plugins.atari.breakout_labels import NATIVE_H, NATIVE_W, BreakoutLabeler
+
+
+def ale_env_id(game: str) -> str:
+    """``"breakout"`` / ``"space_invaders"`` / ``"SpaceInvaders"`` -> ``"ALE/SpaceInvaders-v5"``."""
+    if not isinstance(game, str) or not re.fullmatch(r"[A-Za-z0-9_]+", game):
+        raise WMUsageError(f"atari env: game must be a name such as 'breakout' or 'space_invaders', got {game!r}")
+    camel = game if "_" not in game and game[:1].isupper() else "".join(p[:1].upper() + p[1:] for p in game.split("_"))
+    return f"ALE/{camel}-v5"
+
+
+def _check_obs_size(obs_size) -> tuple[int, int] | None:
+    if obs_size is None:
+        return None
+    try:
+        h, w = (int(v) for v in obs_size)
+        ok = all(float(v) == int(v) for v in obs_size) and h > 0 and w > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise WMUsageError(f"atari env: obs_size must be [height, width] with positive integers, got {obs_size!r}")
+    return h, w
+
+
+class AtariEnv(gymnasium.Env):
+    """An ALE game as a ``gymnasium.Env`` with uint8 (H, W, C) observations and labels.
+
+    Args:
+        game: ALE game in snake_case ("breakout", "pong", "space_invaders", ...).
+            Only Breakout has labels; for other games ``info["labels"]`` is empty.
+        frameskip: emulator frames per step (the action is repeated; the last frame is returned).
+        repeat_action_probability: sticky-action probability (0.0 = deterministic given the seed).
+        obs_size: (height, width) to resize observations to; None keeps the native 210x160.
+        grayscale: return one luminance channel, shape (H, W, 1), instead of RGB.
+        max_episode_steps: truncate an episode after this many steps (None: the ALE's own limit).
+        render_mode: None or "rgb_array" (render() returns the native RGB screen).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
+
+    def __init__(
+        self,
+        game: str = "breakout",
+        frameskip: int = 4,
+        repeat_action_probability: float = 0.0,
+        obs_size: tuple[int, int] | list[int] | None = None,
+        grayscale: bool = False,
+        max_episode_steps: int | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        import ale_py  # heavy import kept out of the plugin module
+
+        gymnasium.register_envs(ale_py)
+        env_id = ale_env_id(game)
+        if env_id not in gymnasium.registry:
+            known = sorted(k[4:-3] for k in gymnasium.registry if k.startswith("ALE/") and k.endswith("-v5"))
+            close = difflib.get_close_matches(env_id[4:-3], known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise WMUsageError(f"atari env: unknown game '{game}'{hint}")
+        if int(frameskip) != frameskip or frameskip < 1:
+            raise WMUsageError(f"atari env: frameskip must be a positive integer, got {frameskip!r}")
+        if not 0.0 <= float(repeat_action_probability) <= 1.0:
+            raise WMUsageError("atari env: repeat_action_probability must lie in [0, 1]")
+        if max_episode_steps is not None and (int(max_episode_steps) != max_episode_steps or max_episode_steps < 1):
+            raise WMUsageError(f"atari env: max_episode_steps must be a positive integer or None, got {max_episode_steps!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise WMUsageError(f"atari env: render_mode must be None or 'rgb_array', got {render_mode!r}")
+
+        self.game = game
+        self.env_id = env_id
+        self.render_mode = render_mode
+        self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
+        self.grayscale = bool(grayscale)
+        self._ale_env = gymnasium.make(
+            env_id,
+            frameskip=int(frameskip),
+            repeat_action_probability=float(repeat_action_probability),
+            obs_type="grayscale" if self.grayscale else "rgb",
+            disable_env_checker=True,
+        ).unwrapped
+        self.ale = self._ale_env.ale
+
+        self._size = _check_obs_size(obs_size)
+        if self._size == (NATIVE_H, NATIVE_W):
+            self._size = None  # nothing to resize
+        h, w = self._size or (NATIVE_H, NATIVE_W)
+        channels = 1 if self.grayscale else 3
+        self.observation_space = spaces.Box(0, 255, shape=(h, w, channels), dtype=np.uint8)
+        self.action_space = self._ale_env.action_space
+
+        self._labeler = BreakoutLabeler(h, w) if game.lower() == "breakout" else None
+        self.label_names: list[str] = list(self._labeler.label_names) if self._labeler else []
+        self._steps = 0
+        self._score = 0.0
+
+    # ------------------------------------------------------------------ helpers
+    def get_action_meanings(self) -> list[str]:
+        """Names of the actions, e.g. ['NOOP', 'FIRE', 'RIGHT', 'LEFT'] for Breakout."""
+        return self._ale_env.get_action_meanings()
+
+    def _obs(self, frame: np.ndarray) -> np.ndarray:
+        if self._size is not None:
+            from PIL import Image
+
+            h, w = self._size
+            # Shrinking: BOX is the exact area average (so a 2-pixel ball keeps its
+            # centre of mass) and twice as fast as PIL's antialiased BILINEAR, which
+            # is used when any side grows (e.g. 224x224 for a ViT).
+            shrink = h <= NATIVE_H and w <= NATIVE_W
+            frame = np.asarray(Image.fromarray(frame).resize((w, h), Image.BOX if shrink else Image.BILINEAR))
+        if frame.ndim == 2:
+            frame = frame[:, :, None]
+        return np.ascontiguousarray(frame, dtype=np.uint8)
+
+    def _info(self, ale_info: dict) -> dict:
+        info = dict(ale_info)
+        if self._labeler is None:
+            info["labels"] = {}
+        else:
+            info["labels"] = self._labeler(self.ale.getRAM(), self.ale.lives(), self._score)
+        return info
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        frame, ale_info = self._ale_env.reset(seed=seed, options=options)
+        self._steps = 0
+        self._score = 0.0
+        if self._labeler is not None:
+            self._labeler.reset()
+        return self._obs(frame), self._info(ale_info)
+
+    def step(self, action):
+        frame, reward, terminated, truncated, ale_info = self._ale_env.step(action)
+        self._steps += 1
+        self._score += float(reward)
+        if self.max_episode_steps is not None and self._steps >= self.max_episode_steps:
+            truncated = True
+        return self._obs(frame), float(reward), bool(terminated), bool(truncated), self._info(ale_info)
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return self.ale.getScreenRGB()
+        return None
+
+    def close(self) -> None:
+        self._ale_env.close()
+        super().close()
+
+
+def make_breakout(
+    game: str = "breakout",
+    frameskip: int = 4,
+    repeat_action_probability: float = 0.0,
+    obs_size: tuple[int, int] | list[int] | None = None,
+    grayscale: bool = False,
+    max_episode_steps: int | None = None,
+    render_mode: str | None = None,
+) -> AtariEnv:
+    """Atari Breakout (ALE/Breakout-v5) with ball/paddle ground truth in info["labels"].
+
+    Args:
+        game: ALE game in snake_case; "breakout" (default) has labels, any other game
+            (e.g. "pong") runs through the same code with empty labels.
+        frameskip: emulator frames per step (default 4, as ALE v5).
+        repeat_action_probability: sticky actions (default 0.0: deterministic per seed).
+        obs_size: [height, width] to resize to with PIL (default: native 210x160).
+        grayscale: one luminance channel, observation shape (H, W, 1).
+        max_episode_steps: truncate episodes after this many steps (default: ALE limit).
+        render_mode: None or "rgb_array".
+    """
+    return AtariEnv(
+        game=game,
+        frameskip=frameskip,
+        repeat_action_probability=repeat_action_probability,
+        obs_size=obs_size,
+        grayscale=grayscale,
+        max_episode_steps=max_episode_steps,
+        render_mode=render_mode,
+    )
