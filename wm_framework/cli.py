@@ -121,15 +121,30 @@ def run_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe TOML file
             overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides KEY=VALUE (values parsed as TOML)."),
             smoke: bool = typer.Option(False, "--smoke", help="Scale the recipe down to run on a CPU in minutes."),
             out: Optional[Path] = typer.Option(None, "--out", help="Parent directory for the run (default ./runs)."),
-            resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory from its last checkpoint.")):
+            resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory from its last checkpoint."),
+            nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", help="Data-parallel training: processes (GPUs) on this node; re-launches through torchrun."),
+            nnodes: int = typer.Option(1, "--nnodes", help="Nodes in the job (with --nproc-per-node)."),
+            node_rank: int = typer.Option(0, "--node-rank", help="This node's rank, 0 .. nnodes-1."),
+            master_addr: Optional[str] = typer.Option(None, "--master-addr", help="Address of the node with --node-rank 0."),
+            master_port: Optional[int] = typer.Option(None, "--master-port", help="Rendezvous port on that node (default 29500).")):
     """Run a recipe: data -> train -> probes/eval -> report."""
+    if nproc_per_node is not None or nnodes > 1:
+        from wm_framework.run import launch_torchrun
+
+        args = ([str(recipe)] if recipe else []) + list(overrides or [])
+        args += (["--smoke"] if smoke else []) + (["--out", str(out)] if out else []) + (["--resume", str(resume)] if resume else [])
+        rc = launch_torchrun(args, nproc_per_node=nproc_per_node or 1, nnodes=nnodes, node_rank=node_rank,
+                             master_addr=master_addr, master_port=master_port)
+        raise typer.Exit(rc)
     from wm_framework.run import run_recipe
+    from wm_framework.train.distributed import env_info
 
     path = run_recipe(str(recipe) if recipe else None, overrides or [], smoke, str(out) if out else None,
                       str(resume) if resume else None)
-    typer.echo(f"run directory: {path}")
-    if (path / "report.md").is_file():
-        typer.echo(f"report: {path / 'report.md'}")
+    if env_info().is_main:
+        typer.echo(f"run directory: {path}")
+        if (path / "report.md").is_file():
+            typer.echo(f"report: {path / 'report.md'}")
 
 
 # ----------------------------------------------------------------------------- mounted groups
@@ -143,7 +158,8 @@ def _mount_optional(app: typer.Typer) -> None:
         except ImportError:
             continue
         app.add_typer(mod.app, name=name)
-    for module_name in ("wm_framework.commands.probe", "wm_framework.commands.eval"):
+    for module_name in ("wm_framework.commands.probe", "wm_framework.commands.eval",
+                        "wm_framework.commands.plan", "wm_framework.commands.surprise"):
         try:
             mod = importlib.import_module(module_name)
         except ImportError:
@@ -169,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("WM_DEBUG") == "1"
     try:
         cli = build_app()
-        cli(args=argv, prog_name="wm", standalone_mode=False)
-        return 0
+        rc = cli(args=argv, prog_name="wm", standalone_mode=False)
+        return rc if isinstance(rc, int) else 0  # a command's typer.Exit(code) comes back as rc
     except RecipeError as e:
         for line in e.problems:
             print(line, file=sys.stderr)

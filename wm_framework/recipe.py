@@ -368,6 +368,8 @@ def validate(data: Any, registry=None, check_components: bool = True) -> Recipe:
     if registry is not None and check_components:
         problems += _component_problems(data, registry, stage_names)
     if recipe is not None:
+        if "data" in recipe.stages and recipe.data is None:
+            problems.append("data: stage 'data' needs a [data] section")
         if "train" in recipe.stages and recipe.model is None:
             problems.append("model: missing section (the 'train' stage needs it)")
         if "train" in recipe.stages and recipe.data is None:

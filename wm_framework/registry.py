@@ -24,6 +24,15 @@ _ALIASES = {
 }
 
 
+_SINGULAR = {"envs": "env", "policies": "policy", "encoders": "encoder", "predictors": "predictor",
+             "losses": "loss", "probes": "probe", "planners": "planner", "launchers": "launcher", "stages": "stage"}
+
+
+def singular(kind: str) -> str:
+    """'losses' -> 'loss', for messages."""
+    return _SINGULAR.get(kind, kind)
+
+
 def normalize_kind(kind: str) -> str:
     """Map "env"/"encoder"/... to the canonical plural kind, or raise listing the kinds."""
     k = _ALIASES.get(kind, kind)
@@ -154,7 +163,7 @@ class Component:
                 close = difflib.get_close_matches(k, known, n=1)
                 hints.append(f"'{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
             raise WMUsageError(
-                f"{self.kind[:-1] if self.kind != 'policies' else 'policy'} '{self.name}': unknown parameter "
+                f"{singular(self.kind)} '{self.name}': unknown parameter "
                 f"{', '.join(hints)}; accepted: {', '.join(sorted(known)) or '(none)'}"
             )
 
@@ -196,7 +205,7 @@ class Registry:
             close = difflib.get_close_matches(name, names, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise WMUsageError(
-                f"unknown {kind[:-1] if kind != 'policies' else 'policy'} '{name}'{hint}; "
+                f"unknown {singular(kind)} '{name}'{hint}; "
                 f"registered: {', '.join(names) or '(none)'}"
             )
         return comp

@@ -1,16 +1,32 @@
-"""`wm run`: resolve a recipe, create the run directory, and run its stages (and sweeps)."""
+"""`wm run`: resolve a recipe, create the run directory, and run its stages (and sweeps).
+
+Under torchrun / SLURM (``WORLD_SIZE > 1``) the same code runs on every rank: rank 0
+creates the run directory and broadcasts its path, runs the stages before training
+(data collection) while the others wait, and alone runs the stages after it (probes,
+eval, reports); every rank runs ``train``. ``wm run --nproc-per-node N`` re-launches
+itself through ``python -m torch.distributed.run`` (:func:`torchrun_command`).
+
+Sweeps hand their runs to a launcher (``sweep.launcher``, see ``launchers.py``).
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import tomli_w
 
-from wm_framework.errors import WMUsageError
+from wm_framework.errors import WMRuntimeError, WMUsageError
 from wm_framework.recipe import expand_sweep, load_toml, parse_overrides, resolve, validate
 from wm_framework.runs import RunContext, git_revision, load_run, new_run_dir
+from wm_framework.train import distributed
 from wm_framework.train.checkpoint import atomic_write_json, atomic_write_text
+
+#: Stages every rank of a distributed job runs; the others run on rank 0 alone.
+ALL_RANK_STAGES = {"train"}
 
 
 def ensure_stores(ctx: RunContext) -> None:
@@ -73,64 +89,172 @@ def run_stages(ctx: RunContext, stages: list[str]) -> None:
     from wm_framework.registry import get_registry
 
     reg = get_registry()
-    for stage in stages:
-        cfg = ctx.recipe.stage_config(stage)
-        params = cfg.model_dump() if hasattr(cfg, "model_dump") else (cfg or {})
-        if stage in ("data", "train"):
-            params = {}
-        fn = reg.create("stages", stage, **params)
-        if getattr(ctx, "progress", True):
-            from rich.console import Console
+    info = distributed.current()
+    last_shared = max([i for i, s in enumerate(stages) if s in ALL_RANK_STAGES], default=-1)
+    for i, stage in enumerate(stages):
+        if info.enabled and stage not in ALL_RANK_STAGES:
+            if i > last_shared and not info.is_main:
+                continue  # after training the other ranks are done
+            if info.is_main:
+                _run_stage(ctx, reg, stage)
+            if i < last_shared:
+                distributed.barrier()  # e.g. the store rank 0 is collecting must exist before training
+            continue
+        if info.enabled and stage in ALL_RANK_STAGES:
+            if info.is_main:
+                ctx.model_context()  # written once, by rank 0
+            distributed.barrier()
+        _run_stage(ctx, reg, stage)
 
-            Console(stderr=True).print(f"[bold cyan]stage[/] {stage}" + (f" [{ctx.label}]" if ctx.label else ""))
-        fn(ctx)
+
+def _run_stage(ctx: RunContext, reg, stage: str) -> None:
+    cfg = ctx.recipe.stage_config(stage)
+    params = cfg.model_dump() if hasattr(cfg, "model_dump") else (cfg or {})
+    if stage in ("data", "train"):
+        params = {}
+    fn = reg.create("stages", stage, **params)
+    if getattr(ctx, "progress", True):
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold cyan]stage[/] {stage}" + (f" [{ctx.label}]" if ctx.label else ""))
+    fn(ctx)
 
 
 def run_recipe(recipe_path: str | None, overrides: list[str] | None = None, smoke: bool = False,
                out: str | None = None, resume: str | None = None, progress: bool = True) -> Path:
     """Run a recipe end to end; returns the run directory."""
-    if resume:
-        ctx = load_run(resume)
-        data = load_toml(Path(resume) / "recipe.resolved.toml")
-        ctx.resume, ctx.progress = True, progress
-        _run_all(ctx, data, resumed=True)
-        return ctx.path
-    if recipe_path is None:
-        raise WMUsageError("give a recipe file, or --resume RUN_DIR")
-    data = resolve(load_toml(recipe_path), parse_overrides(overrides or []), smoke)
-    recipe = validate(data)  # everything checked before any directory is made
-    for label, sub in expand_sweep(data):
-        validate(sub)
-    path = new_run_dir(recipe.name + ("_smoke" if smoke else ""), out or "runs")
-    _write_run_meta(path, data)
-    ctx = RunContext(path, recipe)
-    ctx.resume, ctx.progress = False, progress
-    _run_all(ctx, data, resumed=False)
-    return path
+    info = distributed.setup(_device_hint(recipe_path, resume))
+    try:
+        if resume:
+            ctx = load_run(resume)
+            data = load_toml(Path(resume) / "recipe.resolved.toml")
+            ctx.resume, ctx.progress = True, progress and info.is_main
+            _run_all(ctx, data, resumed=True)
+            return ctx.path
+        if recipe_path is None:
+            raise WMUsageError("give a recipe file, or --resume RUN_DIR")
+        data = resolve(load_toml(recipe_path), parse_overrides(overrides or []), smoke)
+        recipe = validate(data)  # everything checked before any directory is made
+        for label, sub in expand_sweep(data):
+            validate(sub)
+        if recipe.sweep is not None:
+            from wm_framework.launchers import check_launcher
+
+            check_launcher(recipe.sweep.launcher)
+        path = None
+        if info.is_main:  # one run directory per job, made by rank 0 and broadcast
+            path = new_run_dir(recipe.name + ("_smoke" if smoke else ""), out or "runs")
+            _write_run_meta(path, data)
+        path = Path(distributed.broadcast_object(str(path) if path else None))
+        ctx = RunContext(path, recipe)
+        ctx.resume, ctx.progress = False, progress and info.is_main
+        _run_all(ctx, data, resumed=False)
+        return path
+    finally:
+        if info.enabled:
+            distributed.teardown()
+
+
+def _device_hint(recipe_path: str | None, resume: str | None) -> str:
+    """The recipe's train.device (before validation) so the process group picks nccl or gloo."""
+    try:
+        src = Path(resume) / "recipe.resolved.toml" if resume else Path(recipe_path or "")
+        return str(load_toml(src).get("train", {}).get("device", "auto"))
+    except Exception:  # noqa: BLE001 - validation reports problems properly later
+        return "auto"
+
+
+def torchrun_command(run_args: list[str], nproc_per_node: int, nnodes: int = 1, node_rank: int = 0,
+                     master_addr: str | None = None, master_port: int | None = None) -> list[str]:
+    """``python -m torch.distributed.run ... -m wm_framework.cli run <run_args>``.
+
+    One node without an address uses ``--standalone`` (torchrun picks a free port).
+    """
+    if nproc_per_node < 1 or nnodes < 1 or not 0 <= node_rank < nnodes:
+        raise WMUsageError(f"--nproc-per-node {nproc_per_node} / --nnodes {nnodes} / --node-rank {node_rank}: "
+                           "need nproc >= 1, nnodes >= 1 and 0 <= node-rank < nnodes")
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc_per_node}", f"--nnodes={nnodes}"]
+    if nnodes == 1 and master_addr is None and master_port is None:
+        cmd.append("--standalone")
+    else:
+        if nnodes > 1 and master_addr is None:
+            raise WMUsageError("--nnodes > 1 needs --master-addr (the address of the node with --node-rank 0)")
+        cmd += [f"--node-rank={node_rank}", f"--master-addr={master_addr or '127.0.0.1'}",
+                f"--master-port={master_port or 29500}"]
+    return cmd + ["-m", "wm_framework.cli", "run", *run_args]
+
+
+def launch_torchrun(run_args: list[str], **kw) -> int:
+    """Run ``wm run`` under torchrun and wait; returns its exit code."""
+    if distributed.env_info().enabled:
+        raise WMUsageError("--nproc-per-node: already running under a distributed launcher (WORLD_SIZE is set)")
+    cmd = torchrun_command(run_args, **kw)
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default too; stated so it is not a surprise
+    return subprocess.call(cmd, env=env)
 
 
 def _run_all(ctx: RunContext, data: dict, resumed: bool) -> None:
+    from wm_framework.launchers import LocalLauncher, SweepJob, job_command, resolve_launcher
+
+    info = distributed.current()
     runs = expand_sweep(data)
     if len(runs) == 1 and runs[0][0] == "":
         run_stages(ctx, ctx.recipe.stages)
-        _summary(ctx)
+        if info.is_main:
+            _summary(ctx)
+            atomic_write_text(ctx.path / "DONE", "")
         return
+    jobs = []
     for label, sub in runs:
         sub_path = ctx.path / "sweep" / label
-        if not (sub_path / "recipe.resolved.toml").is_file():
+        if info.is_main and not (sub_path / "recipe.resolved.toml").is_file():
             sub_path.mkdir(parents=True, exist_ok=True)
             _write_run_meta(sub_path, {k: v for k, v in sub.items()}, label)
-        sub_ctx = load_run(sub_path)
-        sub_ctx.resume, sub_ctx.progress, sub_ctx.label = resumed, ctx.progress, label
-        done = (sub_path / "DONE").is_file()
-        if not done:
-            run_stages(sub_ctx, sub_ctx.recipe.stages)
-            atomic_write_text(sub_path / "DONE", "")
+        jobs.append(SweepJob(label, sub_path, job_command(sub_path),
+                             run_inline=lambda p=sub_path, lb=label: _run_sweep_job(p, lb, resumed, ctx.progress)))
+    if info.is_main:
+        _prepare_data(jobs)
+    distributed.barrier()
+    # A distributed job already owns its GPUs: every rank runs the sweep's runs together, in order.
+    launcher = LocalLauncher(gpus=[]) if info.enabled else resolve_launcher(ctx.recipe.sweep.launcher)
+    launcher(jobs)
+    if not info.is_main:
+        return
+    missing = [j.label for j in jobs if not j.done]
+    if missing:
+        raise WMRuntimeError(f"sweep runs did not finish: {', '.join(missing)}; continue with: wm run --resume {ctx.path}")
+    for job in jobs:
+        sub_ctx = load_run(job.path)
+        sub_ctx.progress = ctx.progress
         _summary(sub_ctx)
-        ctx.sweep_runs.append((label, sub_ctx))
+        ctx.sweep_runs.append((job.label, sub_ctx))
     after = ctx.recipe.sweep.after_stages if ctx.recipe.sweep else []
     run_stages(ctx, after)
     _sweep_summary(ctx)
+
+
+def _prepare_data(jobs) -> None:
+    """Build every store the runs need here, one after another, before the runs fan out:
+    parallel runs must never collect into the same store at once."""
+    from wm_framework.registry import get_registry
+
+    reg = get_registry()
+    for job in jobs:
+        if job.done:
+            continue
+        sub_ctx = load_run(job.path)
+        if "data" in sub_ctx.recipe.stages:
+            _run_stage(sub_ctx, reg, "data")
+
+
+def _run_sweep_job(path: Path, label: str, resumed: bool, progress: bool) -> None:
+    """One sweep run in this process (the local launcher without GPUs, and distributed jobs)."""
+    sub_ctx = load_run(path)
+    sub_ctx.resume, sub_ctx.progress, sub_ctx.label = resumed, progress, label
+    run_stages(sub_ctx, sub_ctx.recipe.stages)
+    if distributed.current().is_main:
+        atomic_write_text(path / "DONE", "")
 
 
 def _summary(ctx: RunContext) -> None:

@@ -23,7 +23,7 @@ from wm_framework.train.checkpoint import atomic_write_json, atomic_write_text
 
 CONTEXT_FILE = "model_context.json"
 # Report sections appear in this order; unknown keys follow in insertion order.
-SECTION_ORDER = ["summary", "data", "train", "probe", "eval", "plan", "sweep"]
+SECTION_ORDER = ["summary", "data", "train", "probe", "eval", "plan", "surprise", "straightness", "sweep"]
 
 
 @dataclass(frozen=True)
@@ -151,17 +151,17 @@ class RunContext:
 
     def load_model(self, checkpoint: str | Path = "last", device=None):
         """The WorldModel with weights from a checkpoint ("last", "best", a label or a path), eval mode."""
-        from wm_framework.train.checkpoint import load_checkpoint, load_state_dict_strict
+        from wm_framework.train.checkpoint import load_model_weights, load_state_dict_strict
 
         path = self.checkpoint_path(checkpoint)
-        state = load_checkpoint(path)
+        weights = load_model_weights(path)  # a .pt checkpoint (weights_only) or .safetensors weights
         model = build_world_model(self.recipe, self.model_context())
-        load_state_dict_strict(model, state["model"], str(path))
+        load_state_dict_strict(model, weights, str(path))
         return model.to(device or "cpu").eval()
 
     def checkpoint_path(self, checkpoint: str | Path) -> Path:
         p = Path(checkpoint)
-        if p.suffix == ".pt" and p.is_file():
+        if p.suffix in (".pt", ".safetensors") and p.is_file():
             return p
         cand = self.checkpoints_dir / f"{checkpoint}.pt"
         if not cand.is_file():

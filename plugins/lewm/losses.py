@@ -30,7 +30,7 @@ class SIGRegLoss:
 
     ``gather``: optional ``callable(z [B, T, D]) -> [B_global, T, D]``. SIGReg is a
     statistic of the batch, so under DDP it must see the global batch: the trainer sets
-    this to an all-gather that keeps gradients (e.g. ``torch.distributed.nn.all_gather``
+    this to an all-gather that keeps gradients (e.g. ``wm_framework.train.distributed.gather_with_grad``
     concatenated on dim 0). ``None`` (single process) uses the local batch.
     """
 

@@ -23,6 +23,7 @@ import numpy as np
 from wm_framework.data.store import EpisodeStore
 from wm_framework.data.writer import StoreWriter
 from wm_framework.errors import WMUsageError
+from wm_framework.safety import check_hdf5_self_contained, confined_path
 
 OBS_NAMES = ("pixels", "image", "obs", "observation", "observation.image", "state", "observation.state")
 EPISODE_NAMES = ("episode", "episode_id", "episode_index")
@@ -100,12 +101,18 @@ def _npy_shards(src: str):
     set. The frame after the last action is not stored, so an imported episode of T
     stored frames has T rows and T-1 actions and ends ``truncated``.
     """
-    manifest_path = os.path.join(src, "manifest.json")
-    if not os.path.exists(manifest_path):
+    if not os.path.exists(os.path.join(src, "manifest.json")):
         raise WMUsageError(f"'{src}' has no manifest.json (not an npy-shards directory)")
-    manifest = json.load(open(manifest_path))
-    n_shards = len(manifest.get("shards", []))
-    paths = [{k: os.path.join(src, f"shard_{i:06d}_{k}.npy") for k in ("frames", "actions", "done")} for i in range(n_shards)]
+    # Untrusted input: every file read is resolved (symlinks, ..) and must stay inside src.
+    manifest_path = confined_path(src, "manifest.json", "manifest")
+    try:
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+        n_shards = len(manifest.get("shards", []))
+    except (ValueError, TypeError, AttributeError) as e:
+        raise WMUsageError(f"manifest '{manifest_path}' is not a JSON object with a 'shards' list ({type(e).__name__})") from e
+    paths = [{k: confined_path(src, f"shard_{i:06d}_{k}.npy", "shard file") for k in ("frames", "actions", "done")}
+             for i in range(n_shards)]
     for p in paths:
         for k, f in p.items():
             if not os.path.exists(f):
@@ -164,6 +171,7 @@ def _hdf5(src: str):
     import h5py
 
     with h5py.File(src, "r") as h5:
+        check_hdf5_self_contained(h5, src)
         names = set(h5.keys())
         obs_name = next((n for n in OBS_NAMES if n in names), None)
         act_name = next((n for n in ("action", "actions") if n in names), None)

@@ -116,6 +116,8 @@ class EpisodeStore:
                 arrays[name] = group[name]
             except KeyError:
                 raise WMUsageError(f"store '{path}': missing array '{name}'") from None
+            except Exception as e:  # noqa: BLE001 - corrupt zarr.json (JSONDecodeError, ValueError, ...)
+                raise WMUsageError(f"store '{path}': array '{name}' has unreadable metadata ({type(e).__name__})") from e
         try:
             ends = np.asarray(arrays["episodes/ends"][:])
         except Exception as e:

@@ -79,8 +79,54 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError on truncation, ...
+        raise WMUsageError(f"{path}: not a loadable checkpoint (weights_only): {_load_error_line(e)}") from e
+
+
+def _load_error_line(e: Exception) -> str:
+    """One plain line for a failed weights_only load. torch's own first line invites the
+    user to load the file unsafely; the useful part is the WeightsUnpickler line naming
+    the refused global (the would-be code)."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"WeightsUnpickler error: ([^\n.]*)", text)
+    if found:
+        return f"refused to unpickle non-tensor data ({found.group(1).strip()}); only tensors and plain containers load"
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def save_weights_safetensors(path: str | Path, state_dict: dict) -> None:
+    """Write model weights as safetensors (a format that cannot carry code), atomically."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    atomic_write_bytes(path, save(tensors, metadata={"format": "pt"}))
+
+
+def load_weights_safetensors(path: str | Path) -> dict:
+    """Read a safetensors weights file; a malformed one is a one-line WMUsageError."""
+    from safetensors.torch import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise WMUsageError(f"{path}: weights file not found")
+    try:
+        return load(path.read_bytes())
+    except Exception as e:  # noqa: BLE001 - SafetensorError on a truncated or foreign file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WMUsageError(f"{path}: not a loadable checkpoint (weights_only): {first}") from e
+        raise WMUsageError(f"{path}: not a safetensors weights file: {first}") from e
+
+
+def load_model_weights(path: str | Path) -> dict:
+    """A model state dict from a .safetensors file or from a checkpoint's "model" entry."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_weights_safetensors(path)
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise WMUsageError(f"{path}: checkpoint has no 'model' state dict")
+    return state["model"]
 
 
 def load_state_dict_strict(module: torch.nn.Module, state: dict, source: str) -> None:

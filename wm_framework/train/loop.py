@@ -4,6 +4,13 @@ Determinism and exact resume: the batch of step s is drawn with a generator seed
 (seed, s) and torch's RNG is re-seeded from (seed, s) before each step, so a resumed
 run replays exactly what an uninterrupted one would have done (on CPU, bit for bit),
 without saving sampler state, and a prefetch thread may run ahead freely.
+
+Data parallel (torchrun / SLURM, see ``distributed.py``): each rank draws the same
+global batch indices and loads only its slice, the model is DDP-wrapped, batch-statistic
+losses all-gather, and only rank 0 logs, shows progress and writes checkpoints.
+
+Device path: batches stay uint8 until they are on the device (pinned memory and
+non-blocking copies on CUDA); ``prepare_obs`` converts them there.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import torch
 
 from wm_framework.errors import WMRuntimeError
 from wm_framework.runs import RunContext, build_losses
+from wm_framework.train import distributed
 from wm_framework.train.checkpoint import atomic_write_json, load_checkpoint, load_state_dict_strict, save_checkpoint
 from wm_framework.train.logger import MetricsLogger, Progress
 from wm_framework.train.optim import build_optimizer, build_scheduler
@@ -56,18 +64,19 @@ def compute_loss(out: dict, batch: dict, losses: dict) -> tuple[torch.Tensor, di
 class _Prefetcher:
     """Samples the next batches in a background thread (sampling is numpy, so it overlaps compute)."""
 
-    def __init__(self, sampler, batch_size: int, seed: int, start: int, stop: int, depth: int = 2):
+    def __init__(self, sampler, batch_size: int, seed: int, start: int, stop: int, depth: int = 2,
+                 shard: slice | None = None):
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, args=(sampler, batch_size, seed, start, stop), daemon=True)
+        self._t = threading.Thread(target=self._run, args=(sampler, batch_size, seed, start, stop, shard), daemon=True)
         self._t.start()
 
-    def _run(self, sampler, batch_size, seed, start, stop):
+    def _run(self, sampler, batch_size, seed, start, stop, shard):
         try:
             for step in range(start, stop):
                 if self._stop.is_set():
                     return
-                self._q.put(sampler.sample(batch_size, np.random.default_rng([seed, step])))
+                self._q.put(sample_step_batch(sampler, batch_size, seed, step, shard))
         except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
             self._q.put(e)
 
@@ -81,6 +90,30 @@ class _Prefetcher:
         self._stop.set()
         while not self._q.empty():
             self._q.get_nowait()
+
+
+def sample_step_batch(sampler, batch_size: int, seed: int, step: int, shard: slice | None = None) -> dict:
+    """The batch of ``step``: ``batch_size`` windows from a generator seeded by (seed, step).
+
+    With ``shard`` (data parallel) the same global indices are drawn and only that slice
+    is loaded, so the ranks together see exactly the single-process batch.
+    """
+    rng = np.random.default_rng([seed, step])
+    if shard is None:
+        return sampler.sample(batch_size, rng)
+    if len(sampler) == 0:
+        return sampler.sample(batch_size, rng)  # raises the sampler's own message
+    return sampler.get(rng.integers(0, len(sampler), size=batch_size)[shard])
+
+
+class _NullLogger:
+    """Ranks other than 0 log nothing."""
+
+    def log(self, record: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _call_hooks(model, losses, step: int, total: int) -> None:
@@ -110,7 +143,12 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
     recipe, cfg = ctx.recipe, ctx.recipe.train
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = ctx.device
+    dist_info = distributed.current()
+    main = dist_info.is_main
+    device = distributed.rank_device(ctx.device, dist_info)
+    shard = distributed.shard_slice(cfg.batch_size, dist_info) if dist_info.enabled else None
+    if not main:
+        progress = False
     train_sampler = ctx.sampler("train")
     if len(train_sampler) == 0:
         raise WMRuntimeError(f"data.train: no training windows of {recipe.data.window} frames (frameskip {recipe.data.frameskip}); collect longer episodes")
@@ -121,15 +159,21 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
     total = cfg.steps or max(1, int(math.ceil(cfg.epochs * steps_per_epoch)))
 
     model = ctx.build_model(train=True).to(device)
+    if getattr(cfg, "channels_last", False):
+        # NHWC convolutions are faster on tensor cores; a no-op for parameters that are not 4-D.
+        model = model.to(memory_format=torch.channels_last)
     losses = build_losses(recipe)
     for _, fn in losses.values():
         if isinstance(fn, torch.nn.Module):
             fn.to(device)
+    if dist_info.enabled:
+        distributed.install_gather([fn for _, fn in losses.values()])
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas, device)
     sched = build_scheduler(opt, total, cfg.warmup_fraction, cfg.lr, cfg.min_lr)
     step, best_val, best_step = 0, math.inf, -1
     ckpt_dir = ctx.checkpoints_dir
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
     if resume and (ckpt_dir / "last.pt").is_file():
         state = load_checkpoint(ckpt_dir / "last.pt")
         load_state_dict_strict(model, state["model"], str(ckpt_dir / "last.pt"))
@@ -138,19 +182,23 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
         step, best_val, best_step = int(state["step"]), float(state["best_val"]), int(state["best_step"])
     if not resume or step == 0:
         _fit_normalization(model, train_sampler, recipe.seed)
-    fwd_model = torch.compile(model) if cfg.compile else model
+    fwd_model = distributed.wrap_model(model, device, dist_info) if dist_info.enabled else model
+    fwd_model = torch.compile(fwd_model) if cfg.compile else fwd_model
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
 
-    logger = MetricsLogger(ctx.path, cfg.tensorboard, cfg.wandb, recipe.name, recipe.raw)
+    logger = MetricsLogger(ctx.path, cfg.tensorboard, cfg.wandb, recipe.name, recipe.raw) if main else _NullLogger()
     bar = Progress(total, step, f"train {recipe.name}" + (f" [{ctx.label}]" if ctx.label else ""), progress)
     epoch_marks = sorted(float(e) for e in cfg.checkpoint_epochs)
     index = _load_index(ckpt_dir)
     last_grad_norm = float("nan")
-    prefetch = _Prefetcher(train_sampler, cfg.batch_size, recipe.seed, step, total)
+    prefetch = _Prefetcher(train_sampler, cfg.batch_size, recipe.seed, step, total, shard=shard)
     t_last, samples_since = time.perf_counter(), 0
+    bar_info = ""
 
     def checkpoint(label: str) -> None:
+        if not main:
+            return
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                  "step": step, "epoch": step / steps_per_epoch, "best_val": best_val, "best_step": best_step}
         save_checkpoint(ckpt_dir / f"{label}.pt", state)
@@ -158,8 +206,22 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
         atomic_write_json(ckpt_dir / "index.json", sorted(index.values(), key=lambda e: (e["step"], e["label"])))
 
     def validate() -> dict:
-        if val_sampler is None:
+        # Rank 0 alone, on the unwrapped model with local (non-gathered) batch losses:
+        # validation must not enter a collective that the other ranks are not in.
+        if val_sampler is None or not main:
             return {}
+        gathers = {id(fn): fn.gather for _, fn in losses.values() if getattr(fn, "gather", None) is not None}
+        for _, fn in losses.values():
+            if id(fn) in gathers:
+                fn.gather = None
+        try:
+            return _validate()
+        finally:
+            for _, fn in losses.values():
+                if id(fn) in gathers:
+                    fn.gather = gathers[id(fn)]
+
+    def _validate() -> dict:
         model.eval()
         n = min(len(val_sampler), cfg.batch_size * cfg.eval_batches)
         idx = np.linspace(0, len(val_sampler) - 1, n).astype(np.int64)
@@ -168,7 +230,7 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
             for chunk in np.array_split(idx, max(1, math.ceil(n / cfg.batch_size))):
                 torch.manual_seed(recipe.seed)  # the same SIGReg directions every evaluation
                 b = to_device(val_sampler.get(chunk), device)
-                out = fwd_model(b)
+                out = (model if dist_info.enabled else fwd_model)(b)
                 loss, terms = compute_loss(out, b, losses)
                 for k, v in {"loss": loss, **terms}.items():
                     sums[f"val/{k}"] = sums.get(f"val/{k}", 0.0) + float(v) * len(chunk)
@@ -186,7 +248,10 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
                 out = fwd_model(batch)
                 loss, terms = compute_loss(out, batch, losses)
             bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
-            if bad or not torch.isfinite(loss):
+            nonfinite = bool(bad) or not bool(torch.isfinite(loss))
+            if dist_info.enabled:  # every rank must skip (or stop) together, or DDP deadlocks
+                nonfinite = distributed.all_reduce_flag(nonfinite)
+            if nonfinite:
                 if cfg.nan_policy == "skip":
                     logger.log({"step": step, "skipped": True, "reason": f"non-finite loss term(s) {bad or ['total']}"})
                     step += 1
@@ -209,18 +274,21 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
             opt.step()
             sched.step()
             step += 1
-            samples_since += cfg.batch_size
+            samples_since += cfg.batch_size  # the global batch: every rank's share together
             last_grad_norm = float(gnorm)
             if step % cfg.log_every == 0 or step == total:
                 now = time.perf_counter()
                 rate = samples_since / max(now - t_last, 1e-9)
                 t_last, samples_since = now, 0
-                rec = {"step": step, "epoch": step / steps_per_epoch, "loss": loss.item(), "grad_norm": last_grad_norm,
-                       "lr": sched.get_last_lr()[0], "samples_per_s": rate, **{f"train/{k}": v.item() for k, v in terms.items()}}
+                scalars = distributed.all_reduce_mean({"loss": loss.item(), **{f"train/{k}": v.item() for k, v in terms.items()}})
+                rec = {"step": step, "epoch": step / steps_per_epoch, "loss": scalars["loss"], "grad_norm": last_grad_norm,
+                       "lr": sched.get_last_lr()[0], "samples_per_s": rate, **{k: v for k, v in scalars.items() if k != "loss"}}
                 logger.log(rec)
-                bar.update(step, f"loss {loss.item():.4f} | {rate:,.0f} samples/s", force_line=True)
+                bar_info = f"loss {scalars['loss']:.4f} | {rate:,.0f} samples/s"
+                bar.update(step, bar_info, force_line=True)
             else:
-                bar.update(step, f"loss {loss.item():.4f}")
+                # No loss.item() here: a per-step host sync would stall the GPU queue.
+                bar.update(step, bar_info)
             if step % cfg.eval_every == 0 or step == total:
                 val = validate()
                 if val:
@@ -241,7 +309,10 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
     summary = {"best_val_loss": best_val if math.isfinite(best_val) else None, "best_step": best_step,
                "global_step": step, "final_grad_norm": last_grad_norm, "steps_per_epoch": steps_per_epoch,
                "total_steps": total}
-    ctx.update_results("train", summary)
+    if dist_info.enabled:
+        summary["world_size"] = dist_info.world_size
+    if main:
+        ctx.update_results("train", summary)
     return summary
 
 

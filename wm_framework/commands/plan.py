@@ -1,0 +1,69 @@
+"""`wm plan RUN_DIR`: goal-conditioned planning with a trained run's model.
+
+The recipe's ``[plan]`` table (defaults when it has none) is the starting point; the
+options override it. Results go to ``plan.json``, ``results.json["plan"]`` and report.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def plan_command(run_dir: Path, **overrides) -> dict:
+    """Run the planning evaluation on ``run_dir`` with ``overrides`` of PlanConfig fields (None = keep)."""
+    from wm_framework.builtin_planners import ensure_registered
+    from wm_framework.plan import PlanConfig, run_plan
+    from wm_framework.runs import load_run
+
+    ensure_registered()
+    ctx = load_run(run_dir)
+    base = ctx.recipe.stage_config("plan")
+    base = base.model_dump() if hasattr(base, "model_dump") else dict(base or {})
+    planner_overrides = {k: overrides.pop(k) for k in ("samples", "iterations", "horizon", "elites")
+                         if overrides.get(k) is not None}
+    for k in ("samples", "iterations", "horizon", "elites"):
+        overrides.pop(k, None)
+    planner_type = overrides.pop("planner", None)
+    cfg_dict = dict(base, **{k: v for k, v in overrides.items() if v is not None})
+    if planner_type or planner_overrides:
+        table = dict(cfg_dict.get("planner") or {})
+        if planner_type:
+            table["type"] = planner_type
+        table.update(planner_overrides)
+        cfg_dict["planner"] = table
+    return run_plan(ctx, PlanConfig(**cfg_dict))
+
+
+def plan_cli(
+    run_dir: Path = typer.Argument(..., help="Run directory (runs/<timestamp>_<recipe>/)."),
+    episodes: Optional[int] = typer.Option(None, "--episodes", help="Start/goal tasks (default 10)."),
+    k: Optional[int] = typer.Option(None, "--k", help="Raw env steps from start to goal (default horizon*frameskip)."),
+    budget: Optional[int] = typer.Option(None, "--budget", help="Raw env steps allowed per task (default 2*k)."),
+    planner: Optional[str] = typer.Option(None, "--planner", help="Registered planner (default cem / cem_discrete)."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="CEM samples per iteration (default 300)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="CEM iterations (default 30)."),
+    elites: Optional[int] = typer.Option(None, "--elites", help="CEM elites (default 30)."),
+    horizon: Optional[int] = typer.Option(None, "--horizon", help="Action blocks per plan (default 5)."),
+    cost: Optional[str] = typer.Option(None, "--cost", help="latent | state | target."),
+    context: Optional[int] = typer.Option(None, "--context", help="Context frames for the model (default: its history)."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="last, best, a label or a path."),
+    split: Optional[str] = typer.Option(None, "--split", help="test | holdout | val."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Task, planner and baseline seed."),
+    no_random: bool = typer.Option(False, "--no-random", help="Skip the random-action baseline."),
+):
+    """Plan towards goals k steps ahead in held-out episodes (CEM) and compare with random actions."""
+    summary = plan_command(run_dir, episodes=episodes, k=k, budget=budget, planner=planner, samples=samples,
+                           iterations=iterations, elites=elites, horizon=horizon, cost=cost, context=context, checkpoint=checkpoint,
+                           split=split, seed=seed, random_baseline=False if no_random else None)
+    typer.echo(json.dumps({key: summary[key] for key in ("success_rate", "random_success_rate", "plan_seconds")
+                           if key in summary}))
+    typer.echo(f"report: {Path(run_dir) / 'report.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Mount `wm plan` on the `wm` app."""
+    app.command("plan")(plan_cli)

@@ -1,0 +1,69 @@
+"""`wm surprise RUN_DIR` (violation of expectation) and `wm straightness RUN_DIR`.
+
+The recipe's ``[surprise]`` / ``[straightness]`` tables are the defaults; options override.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _config(ctx, stage: str, model, overrides: dict):
+    base = ctx.recipe.stage_config(stage)
+    base = base.model_dump() if hasattr(base, "model_dump") else dict(base or {})
+    return model(**dict(base, **{k: v for k, v in overrides.items() if v is not None}))
+
+
+def surprise_command(run_dir: Path, **overrides) -> dict:
+    from wm_framework.builtin_planners import ensure_registered
+    from wm_framework.physics_eval import SurpriseConfig, run_surprise
+    from wm_framework.runs import load_run
+
+    ensure_registered()
+    ctx = load_run(run_dir)
+    return run_surprise(ctx, _config(ctx, "surprise", SurpriseConfig, overrides))
+
+
+def straightness_command(run_dir: Path, **overrides) -> list:
+    from wm_framework.builtin_planners import ensure_registered
+    from wm_framework.physics_eval import StraightnessConfig, run_straightness
+    from wm_framework.runs import load_run
+
+    ensure_registered()
+    ctx = load_run(run_dir)
+    return run_straightness(ctx, _config(ctx, "straightness", StraightnessConfig, overrides))
+
+
+def surprise_cli(
+    run_dir: Path = typer.Argument(..., help="Run directory."),
+    episodes: Optional[int] = typer.Option(None, "--episodes", help="Tasks per perturbation (default 8)."),
+    length: Optional[int] = typer.Option(None, "--length", help="Frames per sequence (default 12)."),
+    perturb_at: Optional[int] = typer.Option(None, "--perturb-at", help="First perturbed frame (default length//2)."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="last, best, a label or a path."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+):
+    """Surprise (next-latent error) at a teleport and at a recolouring vs unperturbed replays."""
+    r = surprise_command(run_dir, episodes=episodes, length=length, perturb_at=perturb_at, checkpoint=checkpoint, seed=seed)
+    typer.echo(json.dumps({k: r[k] for k in ("physical", "visual") if k in r}, indent=1))
+    typer.echo(f"report: {Path(run_dir) / 'report.md'}")
+
+
+def straightness_cli(
+    run_dir: Path = typer.Argument(..., help="Run directory."),
+    windows: Optional[int] = typer.Option(None, "--windows", help="Held-out windows per checkpoint (default 64)."),
+    length: Optional[int] = typer.Option(None, "--length", help="Frames per window (default 16)."),
+):
+    """Temporal straightness (cosine of consecutive latent velocities) of every checkpoint."""
+    rows = straightness_command(run_dir, windows=windows, length=length)
+    for r in rows:
+        typer.echo(f"{r['label']:>12} step {r['step']:>7}  straightness {r['straightness']:.4f}")
+
+
+def register(app: typer.Typer) -> None:
+    """Mount `wm surprise` and `wm straightness` on the `wm` app."""
+    app.command("surprise")(surprise_cli)
+    app.command("straightness")(straightness_cli)

@@ -1,0 +1,85 @@
+"""Batched open-loop rollouts of many candidate action sequences from one context.
+
+A planning step scores N candidate sequences (300 in LeWM). They share the context,
+so the context is encoded once and its latents are *expanded* (no copy) to N rows;
+every predictor call then serves all N candidates at once. The step-by-step logic is
+exactly :meth:`wm_framework.model.WorldModel.rollout` (same history window, same
+``next_latent`` / ``next_obs`` hooks), which a test checks, so a plan scores what an
+open-loop evaluation would predict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class PlanContext:
+    """What the planner knows at decision time (batch size 1).
+
+    obs: prepared observations ``[1, C, ...]`` (C >= 1 context frames, the last is now).
+    z: their latents ``[1, C, D]``.
+    actions: float action blocks taken between the context frames ``[1, C-1, A]``.
+    """
+
+    obs: torch.Tensor
+    z: torch.Tensor
+    actions: torch.Tensor
+
+    @classmethod
+    @torch.no_grad()
+    def from_obs(cls, model, obs: torch.Tensor, actions: torch.Tensor | None = None) -> "PlanContext":
+        """Encode prepared ``obs [1,C,...]``; ``actions [1,C-1,A]`` (None: no past actions)."""
+        z = model.encode(obs)
+        if actions is None:
+            actions = z.new_zeros(1, obs.shape[1] - 1, model.action_spec.block_dim)
+        return cls(obs, z, actions.to(z.dtype))
+
+
+@torch.no_grad()
+def rollout_candidates(model, context: PlanContext, future: torch.Tensor) -> dict:
+    """Roll out ``future [N, H, A]`` float action blocks from one context, batched.
+
+    Returns ``latents [N, H, D]`` (the predicted latent after each block), ``preds``
+    (the predictor's raw outputs ``[N, H, ...]``, None for next-obs models) and
+    ``z_prev [N, H, D]`` (the latent each prediction started from; cost functions such
+    as the GPT model's ``absolute_next_state`` need it).
+    """
+    n, horizon = future.shape[:2]
+    predictor = model.predictor
+    if getattr(predictor, "next_obs", None) is not None:
+        # Pixel-predicting models decode and re-encode each frame: reuse the reference rollout.
+        obs = context.obs.expand(n, *context.obs.shape[1:])
+        acts = torch.cat([context.actions.expand(n, -1, -1), future], 1)
+        out = model.rollout(obs, acts)
+        z_all = torch.cat([context.z[:, -1:].expand(n, -1, -1), out["latents"]], 1)
+        return {"latents": out["latents"], "preds": None, "z_prev": z_all[:, :-1]}
+    keep = model.history or None
+    next_latent = getattr(predictor, "next_latent", None)
+    c0 = context.z.shape[1]
+    z_hist = context.z.expand(n, -1, -1)
+    actions = torch.cat([context.actions.expand(n, -1, -1), future.to(context.z.dtype)], 1)
+    latents, preds, prev = [], [], []
+    for h in range(horizon):
+        t = c0 + h
+        zin = z_hist if keep is None else z_hist[:, -keep:]
+        ain = actions[:, :t] if keep is None else actions[:, :t][:, -keep:]
+        pred_t = predictor(zin, ain)[:, -1]
+        z_t = z_hist[:, -1]
+        z_next = next_latent(pred_t, z_t) if next_latent is not None else pred_t
+        latents.append(z_next)
+        preds.append(pred_t)
+        prev.append(z_t)
+        z_hist = torch.cat([z_hist, z_next.unsqueeze(1)], 1)
+    return {"latents": torch.stack(latents, 1), "preds": torch.stack(preds, 1), "z_prev": torch.stack(prev, 1)}
+
+
+@torch.no_grad()
+def rollout_one_by_one(model, context: PlanContext, future: torch.Tensor) -> dict:
+    """The same rollouts, one candidate at a time (the baseline the benchmark compares to)."""
+    outs = [rollout_candidates(model, context, future[i:i + 1]) for i in range(future.shape[0])]
+    preds = None if outs[0]["preds"] is None else torch.cat([o["preds"] for o in outs])
+    return {"latents": torch.cat([o["latents"] for o in outs]), "preds": preds,
+            "z_prev": torch.cat([o["z_prev"] for o in outs])}

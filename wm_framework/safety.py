@@ -1,0 +1,53 @@
+"""Helpers for reading untrusted inputs (datasets to import, downloaded run directories).
+
+An importer reads files a stranger may have prepared. It must only ever read inside
+the directory (or file) it was pointed at: no ``../`` in a manifest, no symlink to
+``/etc/passwd`` or ``~/.ssh``, no HDF5 external link or virtual dataset pulling in
+another file. Every refusal is one WMUsageError line naming the offending entry.
+"""
+
+from __future__ import annotations
+
+import os
+
+from wm_framework.errors import WMUsageError
+
+
+def confined_path(root: str | os.PathLike, name: str | os.PathLike, what: str = "file") -> str:
+    """``root/name`` after resolving ``..`` and symlinks, refused if it leaves ``root``.
+
+    Returns the resolved path, so the caller opens exactly the file that was checked.
+    """
+    root_real = os.path.realpath(root)
+    name = os.fspath(name)
+    if os.path.isabs(name):
+        raise WMUsageError(f"{what} '{name}' is an absolute path; only files inside '{root}' are read")
+    target = os.path.realpath(os.path.join(root_real, name))
+    if os.path.commonpath([root_real, target]) != root_real:
+        raise WMUsageError(f"{what} '{name}' resolves outside '{root}' (to '{target}'); refusing to read it")
+    return target
+
+
+def check_hdf5_self_contained(h5, src: str) -> None:
+    """Refuse HDF5 files whose datasets live in other files (external links, virtual or
+    external-storage datasets): opening them would read whatever path the file names."""
+    import h5py
+
+    def visit(group, prefix: str) -> None:
+        for key in group.keys():
+            link = group.get(key, getlink=True)
+            name = f"{prefix}{key}"
+            if isinstance(link, h5py.ExternalLink):
+                raise WMUsageError(f"hdf5 '{src}': '{name}' is an external link to '{link.filename}'; refusing to follow it")
+            if isinstance(link, h5py.SoftLink):
+                continue  # points inside this file; its target is visited on its own
+            obj = group[key]
+            if isinstance(obj, h5py.Group):
+                visit(obj, name + "/")
+            elif isinstance(obj, h5py.Dataset):
+                if obj.is_virtual:
+                    raise WMUsageError(f"hdf5 '{src}': dataset '{name}' is virtual (maps other files); refusing to read it")
+                if obj.external:
+                    raise WMUsageError(f"hdf5 '{src}': dataset '{name}' stores its data in external files; refusing to read it")
+
+    visit(h5, "")
