@@ -51,6 +51,9 @@ def test_recipe_smoke_end_to_end(recipe, tmp_path):
         report = (run / "report.md").read_text()
         for text in report_strings:
             assert text in report, text
+    if recipe.endswith("nextframe.toml"):  # pixel models log image metrics during validation
+        records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        assert any({"val/mse", "val/psnr", "val/ssim"} <= set(x) for x in records)
     if recipe == "breakout_data.toml":
         info = run_wm("data", "info", "data/smoke/breakout_data_train.zarr", "--json", cwd=tmp_path)
         assert info.returncode == 0, info.stderr

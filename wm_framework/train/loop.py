@@ -234,8 +234,9 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
                 loss, terms = compute_loss(out, b, losses)
                 for k, v in {"loss": loss, **terms}.items():
                     sums[f"val/{k}"] = sums.get(f"val/{k}", 0.0) + float(v) * len(chunk)
-                for k, v in _obs_metrics(out).items():
-                    sums[f"val/{k}"] = sums.get(f"val/{k}", 0.0) + v * len(chunk)
+                for k, v in _obs_metrics(out, model).items():
+                    key = f"val/{k.removeprefix('val_')}"
+                    sums[key] = sums.get(key, 0.0) + v * len(chunk)
         model.train()
         return {k: v / n for k, v in sums.items()}
 
@@ -316,14 +317,14 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
     return summary
 
 
-def _obs_metrics(out: dict) -> dict:
+def _obs_metrics(out: dict, model) -> dict:
     """MSE/PSNR/SSIM for models that predict observations (they expose it via evaluate.metrics)."""
     try:
         from wm_framework.evaluate.metrics import validation_metrics
     except ImportError:
         return {}
     try:
-        return {k: float(v) for k, v in (validation_metrics(out) or {}).items()}
+        return {k: float(v) for k, v in (validation_metrics(out, model) or {}).items()}
     except Exception:  # noqa: BLE001 - metrics are extra; never kill training over them
         return {}
 
