@@ -216,3 +216,8 @@ def ensemble_mse(out: dict, batch: dict | None = None) -> torch.Tensor:
     if target.dim() == pred.dim() - 1:
         target = target.unsqueeze(-2)
     return (pred - target.expand_as(pred)).pow(2).mean()
+
+
+def make_ensemble_mse():
+    """MSE averaged over members: pred [B,T,K,D] vs target [B,T,D] or [B,T,K,D]."""
+    return ensemble_mse

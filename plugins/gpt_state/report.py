@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from wm_framework.train.checkpoint import atomic_write_bytes
 
 # Published best val losses (each in its own target space) and the published verdict.
 REFERENCE_VAL_LOSS = {"cfgA": 0.0982, "cfgB": 0.4244, "cfgC": 0.0764, "cfgD": 0.2282}
@@ -36,21 +36,6 @@ class SweepReportConfig(BaseModel):
 
 
 # -- files ----------------------------------------------------------------------------
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def export_params(cfg_dir: Path, model_state_dict: dict, meta: dict, normalization_stats: dict) -> Path:
     """Write ``cfg_dir/params/params.pt`` (state dict + meta) and ``normalization_stats.json``."""
     import io
@@ -60,8 +45,8 @@ def export_params(cfg_dir: Path, model_state_dict: dict, meta: dict, normalizati
     params = Path(cfg_dir) / "params"
     buf = io.BytesIO()
     torch.save({"model_state_dict": {k: v.detach().cpu() for k, v in model_state_dict.items()}, **meta}, buf)
-    _atomic_write_bytes(params / "params.pt", buf.getvalue())
-    _atomic_write_bytes(params / "normalization_stats.json",
+    atomic_write_bytes(params / "params.pt", buf.getvalue())
+    atomic_write_bytes(params / "normalization_stats.json",
                         (json.dumps(normalization_stats, indent=2, sort_keys=True) + "\n").encode())
     return params
 
