@@ -44,20 +44,24 @@ def side_by_side(true: np.ndarray, pred: np.ndarray, scale: int = 4, gap: int = 
 
 
 def write_mp4(frames: np.ndarray, path: str | Path, fps: int = 8) -> Path:
-    """Write uint8 RGB frames [T, H, W, 3] as H.264 MP4 (atomic: temp file + rename)."""
-    import imageio.v2 as imageio
+    """Write uint8 RGB frames [T, H, W, 3] as H.264 MP4 (atomic: temp file + rename).
+
+    Encoded with PyAV (its wheels bundle FFmpeg) through imageio's ``pyav`` plugin, not
+    imageio-ffmpeg: procgen2 -> gym3 pins imageio-ffmpeg<0.4, which current imageio and
+    setuptools no longer work with.
+    """
+    import imageio.v3 as iio
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
-    writer = imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", macro_block_size=1,
-                                pixelformat="yuv420p", quality=8, ffmpeg_log_level="error")
     try:
-        for frame in frames:
-            writer.append_data(frame)
+        iio.imwrite(tmp, np.asarray(frames, dtype=np.uint8), plugin="pyav", fps=fps, codec="libx264",
+                    out_pixel_format="yuv420p")
+        os.replace(tmp, path)
     finally:
-        writer.close()
-    os.replace(tmp, path)
+        if tmp.exists():
+            tmp.unlink()
     return path
 
 
