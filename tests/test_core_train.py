@@ -110,8 +110,12 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    last = lambda d: [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if '"loss"' in x][-1]
-    assert last(ref_dir)["loss"] == last(run_dir)["loss"] and last(run_dir)["step"] == 60
+    logged = lambda d: [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert logged(ref_dir)[-1]["loss"] == logged(run_dir)[-1]["loss"] and logged(run_dir)[-1]["step"] == 60
+    # replayed steps are logged once, with the same values as the uninterrupted run
+    assert [x["step"] for x in logged(run_dir)] == [x["step"] for x in logged(ref_dir)]
+    assert [x["loss"] for x in logged(run_dir)] == [x["loss"] for x in logged(ref_dir)]
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))
 
 
 def test_nan_loss_stops_with_step_and_term_and_keeps_checkpoint(tmp_path):

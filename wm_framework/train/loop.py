@@ -180,6 +180,10 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, best_val, best_step = int(state["step"]), float(state["best_val"]), int(state["best_step"])
+        if dist_info.is_main:
+            _forget_after(ctx.path / "metrics.jsonl", step)
+    if dist_info.is_main:
+        _remove_stale_temp_files(ckpt_dir)
     if not resume or step == 0:
         _fit_normalization(model, train_sampler, recipe.seed)
     fwd_model = distributed.wrap_model(model, device, dist_info) if dist_info.enabled else model
@@ -268,7 +272,7 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
                     opt.zero_grad(set_to_none=True)
                     step += 1
                     continue
-                raise WMRuntimeError(f"step {step}: gradient is not finite (loss {float(loss):.4g}); "
+                raise WMRuntimeError(f"step {step}: gradient is not finite (loss {loss.item():.4g}); "
                                      f"stopped, last good checkpoint kept in {ckpt_dir}")
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -327,6 +331,29 @@ def _obs_metrics(out: dict, model) -> dict:
         return {k: float(v) for k, v in (validation_metrics(out, model) or {}).items()}
     except Exception:  # noqa: BLE001 - metrics are extra; never kill training over them
         return {}
+
+
+def _forget_after(metrics_file, step: int) -> None:
+    """On resume, drop metric lines logged after the checkpoint's step: those steps are
+    replayed, and logging them twice would make the curves lie."""
+    import json
+
+    if not metrics_file.is_file():
+        return
+    from wm_framework.train.checkpoint import atomic_write_text
+
+    kept = [line for line in metrics_file.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    atomic_write_text(metrics_file, "".join(line + "\n" for line in kept))
+
+
+def _remove_stale_temp_files(ckpt_dir) -> None:
+    """A kill during an atomic write leaves `.<name>.*.tmp`; it was never renamed, so it is garbage."""
+    for tmp in ckpt_dir.glob(".*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
 
 
 def _fmt(e: float) -> str:
