@@ -124,3 +124,96 @@ def test_sigkill_mid_collection_leaves_only_complete_episodes(tmp_path):
     for p in s2.policies():  # continuing never repeats a seed
         seeds = s2.episode_seed[s2.episode_policy == p]
         assert len(set(seeds.tolist())) == len(seeds)
+
+
+def _by_policy_seed(store: EpisodeStore) -> dict:
+    return {(str(p), int(s)): e for e, (p, s) in enumerate(zip(store.episode_policy, store.episode_seed))}
+
+
+def test_parallel_workers_write_the_same_store_as_one_process(tmp_path, monkeypatch):
+    from wm_framework.data import writer
+
+    # 7-row chunks: episodes cover whole chunks (written by the workers) and share edge
+    # chunks with their neighbours (written by the parent); both must land in the right rows.
+    monkeypatch.setattr(writer, "CHUNK_BYTES", 16 * 16 * 3 * 7)
+    env = {"type": "bouncing_ball", "size": 16, "max_steps": 40, "terminate_on_miss": True}
+    pols = [{"type": "random"}, {"type": "sticky_random", "p": 0.5}]
+    one = collect(tmp_path / "one.zarr", env, pols, episodes=4, progress=False)
+    par = collect(tmp_path / "par.zarr", env, pols, episodes=4, workers=3, progress=False)
+    assert par.zarr_array("obs").chunks[0] == 7 and par.episode_lengths.max() >= 15
+    assert par.zarr_array("obs").shape[0] == par.num_frames  # headroom trimmed
+    assert validate_store(str(tmp_path / "par.zarr")) == []
+    a, b = _by_policy_seed(one), _by_policy_seed(par)
+    assert a.keys() == b.keys() and len(a) == 8
+    for key, e in a.items():
+        ea, eb = one.episode(e), par.episode(b[key])
+        assert ea.keys() == eb.keys()
+        for col in ea:
+            np.testing.assert_array_equal(ea[col], eb[col], err_msg=f"{key} {col}")
+    with pytest.raises(WMUsageError, match="unknown policy 'nope'"):  # raised in a worker, re-raised here
+        collect(tmp_path / "bad.zarr", env, [{"type": "nope"}], episodes=2, workers=2, progress=False)
+
+
+PARALLEL_CRASH_SCRIPT = """
+import sys
+from wm_framework import collect as c
+from wm_framework.data import writer
+writer.CHUNK_BYTES = 16 * 16 * 3 * 5
+c.COMMIT_EVERY_S = 0.0
+c.collect(sys.argv[1], {"type": "bouncing_ball", "size": 16, "max_steps": 30, "terminate_on_miss": True},
+          [{"type": "random"}, {"type": "sticky_random"}], episodes=2000, workers=2, progress=False)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit status may never be collected in a container)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_sigkill_of_parallel_collection_leaves_complete_episodes_and_no_workers(tmp_path):
+    out = tmp_path / "crash.zarr"
+    proc = subprocess.Popen([sys.executable, "-c", PARALLEL_CRASH_SCRIPT, str(out)])
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            time.sleep(0.2)
+            try:
+                if EpisodeStore.open(out).num_episodes >= 6:
+                    break
+            except Exception:
+                pass  # not created yet
+        time.sleep(0.13)
+        workers = _children(proc.pid)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert len(workers) >= 2
+    deadline = time.time() + 10  # orphaned workers notice the parent is gone and stop writing
+    while time.time() < deadline and any(map(_running, workers)):
+        time.sleep(0.2)
+    alive = [w for w in workers if _running(w)]
+    assert not alive, f"workers still running after the parent was killed: {alive}"
+    s = EpisodeStore.open(out)
+    assert 6 <= s.num_episodes < 4000 and validate_store(str(out)) == []
+    target = s.num_episodes // 2 + 3
+    s2 = collect(out, {"type": "bouncing_ball", "size": 16, "max_steps": 30, "terminate_on_miss": True},
+                 [{"type": "random"}, {"type": "sticky_random"}], episodes=target, workers=2, progress=False)
+    assert min(int((s2.episode_policy == p).sum()) for p in s2.policies()) == target
+    assert validate_store(str(out)) == []

@@ -141,3 +141,34 @@ def test_store_pickles_without_zarr_handles(tmp_path):
     s2 = pickle.loads(pickle.dumps(s))
     assert s2._arrays == {} and s2.num_episodes == 2
     np.testing.assert_array_equal(s2.read("labels/row", 0, 6), np.arange(6))
+
+
+def test_whole_chunk_writer_writes_what_zarr_reads(tmp_path):
+    from wm_framework.data import writer as writer_mod
+    from wm_framework.data.writer import WholeChunkWriter, whole_chunk_span
+
+    path = tmp_path / "w.zarr"
+    orig = writer_mod.CHUNK_BYTES
+    writer_mod.CHUNK_BYTES = 4 * 4 * 2 * 5  # 5-row chunks
+    try:
+        w = StoreWriter(path, **SPEC)
+    finally:
+        writer_mod.CHUNK_BYTES = orig
+    assert whole_chunk_span(3, 18, 5) == (5, 15) and whole_chunk_span(6, 9, 5) == (6, 6)
+    n0 = w.reserve(23, headroom=7)
+    assert n0 == 0 and w.arrays["obs/pixels"].shape[0] == 30
+    ep = row_episode(100, 23)
+    chunks = WholeChunkWriter(path, "obs/pixels")
+    assert chunks.enabled and chunks.chunk_rows == 5
+    assert not WholeChunkWriter(path, "reward").enabled  # float32: left to the writer
+    chunks.write(5, ep["obs"][5:20])
+    with pytest.raises(ValueError, match="whole chunks"):
+        chunks.write(3, ep["obs"][3:8])
+    w.write_rows(0, {"obs/pixels": ep["obs"][:5]})
+    w.write_rows(20, {"obs/pixels": ep["obs"][20:]})
+    w.write_rows(0, {k: v for k, v in ep.items() if k != "obs"})
+    w.commit([("p", 1, 23)])
+    w.trim()
+    s = EpisodeStore.open(path)
+    assert s.zarr_array("obs").shape[0] == 23
+    np.testing.assert_array_equal(s.episode(0)["obs"], ep["obs"])

@@ -153,6 +153,8 @@ CORRUPTIONS = {
     "missing index": (lambda p: _rm(p, "episodes/ends"), "episodes/ends"),
     "deleted action chunk": (lambda p: _rm(p, "action/c/0"), "action"),
     "deleted reward chunk": (lambda p: _rm(p, "reward/c/0"), "reward"),
+    "deleted obs chunk": (lambda p: _rm(p, "obs/pixels/c/0"), "obs/pixels"),
+    "deleted label chunk": (lambda p: _rm(p, "labels/half/c/0"), "labels/half"),
     "truncated chunk": (lambda p: _truncate_chunk(p, "obs/pixels"), "obs/pixels"),
     "truncated index chunk": (lambda p: _truncate_chunk(p, "episodes/ends"), "episodes/ends"),
     "wrong dtype": (lambda p: zarr.open_group(str(p), mode="r+").create_array(

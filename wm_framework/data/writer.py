@@ -10,10 +10,20 @@ Zarr's LocalStore writes every chunk and metadata file through a temp file and a
 rename, so no single file is ever half-written. A kill before step 3 leaves trailing
 rows (ignored by readers, overwritten by the next append); a kill inside step 3 leaves
 a trailing fill value in ``episodes/ends`` that readers recognise and skip.
+
+The same protocol split in three (``reserve`` rows, write them, ``commit`` a batch of
+episodes) lets collection workers write the whole chunks of their own rows in parallel
+(``WholeChunkWriter`` + ``whole_chunk_span``) while the one writer keeps the index.
+
+Arrays are opened with ``write_empty_chunks=True``: zarr otherwise compares every chunk
+with the fill value before encoding it, which cost ~10x the Zstd compression itself
+(docs/perf_collect.md).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 
 import numpy as np
@@ -37,6 +47,83 @@ def chunk_rows_for(row_shape: tuple, dtype) -> int:
     """Rows per chunk so that one chunk is about CHUNK_BYTES uncompressed."""
     row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     return int(max(1, min(MAX_CHUNK_ROWS, CHUNK_BYTES // max(row_bytes, 1))))
+
+
+def whole_chunk_span(n0: int, n1: int, chunk_rows: int) -> tuple[int, int]:
+    """Rows ``[c0, c1)`` of ``[n0, n1)`` that fill whole chunks (``c0 == c1`` when none do).
+
+    Only the writer touches the partly covered chunks at either end, which neighbouring
+    episodes share; whole chunks belong to one episode and can be written by anyone.
+    """
+    c0 = -(-n0 // chunk_rows) * chunk_rows
+    c1 = n1 // chunk_rows * chunk_rows
+    return (c0, c1) if c1 > c0 else (n0, n0)
+
+
+@contextlib.contextmanager
+def _fast_writes():
+    import zarr
+
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        yield
+
+
+class WholeChunkWriter:
+    """Writes whole chunks of one column (rows another process reserved) from a worker.
+
+    For the common case (a local store, a uint8 column, the ``bytes`` + ``zstd`` codecs
+    this writer creates, the default chunk keys) the chunk files are encoded and written
+    here exactly as zarr writes them (same codec, same key, temp file + rename), read from
+    the array's ``zarr.json``. That skips zarr's per-chunk machinery, which cost twice the
+    compression itself, and importing zarr in every worker (docs/perf_collect.md). For
+    anything else ``enabled`` is False and the caller leaves all rows to the writer.
+    """
+
+    def __init__(self, path, name: str):
+        self.path, self.name = os.fspath(path), name
+        self.chunk_rows, self._zstd, self._sep = 0, None, "/"
+        if "://" in self.path:
+            return
+        try:
+            with open(os.path.join(self.path, *name.split("/"), "zarr.json")) as f:
+                meta = json.load(f)
+            chunk_shape = meta["chunk_grid"]["configuration"]["chunk_shape"]
+            codecs = meta["codecs"]
+            keys = meta["chunk_key_encoding"]
+            simple = (meta.get("zarr_format") == 3 and meta.get("data_type") == "uint8"
+                      and meta["chunk_grid"].get("name") == "regular" and list(chunk_shape[1:]) == list(meta["shape"][1:])
+                      and keys.get("name") == "default" and not meta.get("storage_transformers")
+                      and [c.get("name") for c in codecs] == ["bytes", "zstd"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return
+        if simple:
+            from numcodecs.zstd import Zstd
+
+            conf = codecs[1].get("configuration", {})
+            self._zstd = Zstd(level=int(conf.get("level", 0)), checksum=bool(conf.get("checksum", False)))
+            self._sep = str(keys.get("configuration", {}).get("separator", "/"))
+            self.chunk_rows, self.row_shape = int(chunk_shape[0]), tuple(int(x) for x in chunk_shape[1:])
+
+    @property
+    def enabled(self) -> bool:
+        return self._zstd is not None
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        """Write ``rows`` at row ``start``; both ends must fall on chunk boundaries."""
+        c = self.chunk_rows
+        if not self.enabled:
+            raise ValueError(f"column {self.name} is not written by whole chunks here")
+        if start % c or len(rows) % c or tuple(rows.shape[1:]) != self.row_shape:
+            raise ValueError(f"rows {start}..{start + len(rows)} of {self.name} are not whole chunks of {c} rows")
+        zeros = "0" + (self._sep + "0") * (len(self.row_shape) - 1) if self.row_shape else ""
+        for k in range(0, len(rows), c):
+            key = self._sep.join(["c", str((start + k) // c)] + ([zeros] if zeros else []))
+            target = os.path.join(self.path, *self.name.split("/"), *key.split("/"))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            tmp = f"{target}.{os.getpid()}.partial"
+            with open(tmp, "wb") as f:
+                f.write(self._zstd.encode(np.ascontiguousarray(rows[k:k + c], dtype=np.uint8)))
+            os.replace(tmp, target)
 
 
 def _zstd():
@@ -96,7 +183,9 @@ class StoreWriter:
             self.attrs = attrs
             self._create_arrays()
         self.columns = expected_columns(self.attrs)
-        self.arrays = {name: self.group[name] for name in list(self.columns) + ["episodes/ends", "episodes/policy", "episodes/seed"]}
+        self.obs_column = f"obs/{self.attrs['obs']['key']}"
+        with _fast_writes():  # arrays keep the config they were opened with
+            self.arrays = {name: self.group[name] for name in list(self.columns) + ["episodes/ends", "episodes/policy", "episodes/seed"]}
         self._recover()
 
     def _create_arrays(self) -> None:
@@ -124,6 +213,10 @@ class StoreWriter:
                 self.arrays[name].resize((n,))
         self.num_episodes = n
         self.num_frames = int(ends[n - 1]) if n else 0
+        self.reserved_frames = self.num_frames  # rows handed out by reserve(), committed or not
+
+    def chunk_rows(self, name: str) -> int:
+        return int(self.arrays[name].chunks[0])
 
     # -- appending -------------------------------------------------------------------
     def _check_episode(self, episode: dict) -> tuple[int, dict]:
@@ -150,18 +243,60 @@ class StoreWriter:
     def append_episode(self, episode: dict[str, np.ndarray], policy: str, seed: int) -> None:
         """Append one whole episode (T+1 rows) and commit it in the episode index."""
         rows, data = self._check_episode(episode)
-        n0, n1, e = self.num_frames, self.num_frames + rows, self.num_episodes
-        for name, values in data.items():  # 1. rows
+        n0 = self.reserve(rows)
+        self.write_rows(n0, data)
+        self.commit([(policy, seed, n0 + rows)])
+
+    def reserve(self, rows: int, headroom: int = 0) -> int:
+        """Make room for ``rows`` uncommitted rows and return the first one.
+
+        Rows are handed out in order; their episodes must be committed in the same order.
+        ``headroom`` > 0 grows the arrays by that many extra rows whenever they are full,
+        so that most reservations rewrite no metadata; ``trim()`` drops what is left over.
+        """
+        n0 = self.reserved_frames
+        n1 = n0 + int(rows)
+        for name in self.columns:  # with no headroom this also drops rows a crashed append left past n1
             arr = self.arrays[name]
-            arr.resize((n1, *arr.shape[1:]))
-            arr[n0:n1] = values
-        index = (("episodes/policy", np.array([str(policy)], dtype=object)),  # 2. metadata
-                 ("episodes/seed", np.array([int(seed)], dtype=np.int64)),
-                 ("episodes/ends", np.array([n1], dtype=np.int64)))  # 3. the commit, last
+            if not headroom or arr.shape[0] < n1:
+                arr.resize((n1 + int(headroom), *arr.shape[1:]))
+        self.reserved_frames = n1
+        return n0
+
+    def reserve_upto(self, end: int, headroom: int = 0) -> None:
+        """Make rows up to ``end`` available, for rows handed out elsewhere (a shared counter)."""
+        if end > self.reserved_frames:
+            self.reserve(end - self.reserved_frames, headroom)
+
+    def trim(self) -> None:
+        """Shrink the row arrays to the committed rows (drops headroom and unfinished appends)."""
+        self.reserved_frames = self.num_frames
+        for name in self.columns:
+            arr = self.arrays[name]
+            if arr.shape[0] != self.num_frames:
+                arr.resize((self.num_frames, *arr.shape[1:]))
+
+    def write_rows(self, n0: int, data: dict[str, np.ndarray]) -> None:
+        """Write rows starting at ``n0`` (reserved) of the columns in ``data``."""
+        for name, values in data.items():
+            dtype = self.columns[name][1]
+            self.arrays[name][n0:n0 + len(values)] = np.asarray(values).astype(dtype, copy=False)
+
+    def commit(self, episodes: list[tuple[str, int, int]]) -> None:
+        """Commit ``(policy, seed, end_row)`` episodes, in row order, whose rows are all written."""
+        if not episodes:
+            return
+        e, k = self.num_episodes, len(episodes)
+        ends = np.array([end for _, _, end in episodes], dtype=np.int64)
+        if ends[0] <= self.num_frames or np.any(np.diff(ends) <= 0) or ends[-1] > self.reserved_frames:
+            raise ValueError(f"episode ends {ends.tolist()} do not follow the committed rows ({self.num_frames})")
+        index = (("episodes/policy", np.array([str(p) for p, _, _ in episodes], dtype=object)),  # 2. metadata
+                 ("episodes/seed", np.array([int(s) for _, s, _ in episodes], dtype=np.int64)),
+                 ("episodes/ends", ends))  # 3. the commit, last
         for name, value in index:
-            self.arrays[name].resize((e + 1,))
-            self.arrays[name][e:e + 1] = value
-        self.num_episodes, self.num_frames = e + 1, n1
+            self.arrays[name].resize((e + k,))
+            self.arrays[name][e:e + k] = value
+        self.num_episodes, self.num_frames = e + k, int(ends[-1])
 
     def close(self) -> None:
         """Nothing is buffered; kept so callers can use the writer as a context manager."""
