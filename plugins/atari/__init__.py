@@ -14,7 +14,7 @@ WM_INSTALL_HINT = 'pip install "wm-framework[atari]"'
 @hookimpl
 def register_envs(register):
     """Atari Breakout (and other ALE games) with labels in info["labels"]."""
-    register("breakout", lazy("wm_plugins.atari.env:make_breakout"), description="ALE/Breakout-v5 (or any ALE game) with ball/paddle labels")
+    register("breakout", lazy("wm_plugins.atari.env:AtariEnv"), description="ALE/Breakout-v5 (or any ALE game) with ball/paddle labels")
 
 
 @hookimpl

@@ -168,35 +168,3 @@ class AtariEnv(gymnasium.Env):
     def close(self) -> None:
         self._ale_env.close()
         super().close()
-
-
-def make_breakout(
-    game: str = "breakout",
-    frameskip: int = 4,
-    repeat_action_probability: float = 0.0,
-    obs_size: tuple[int, int] | list[int] | None = None,
-    grayscale: bool = False,
-    max_episode_steps: int | None = None,
-    render_mode: str | None = None,
-) -> AtariEnv:
-    """Atari Breakout (ALE/Breakout-v5) with ball/paddle ground truth in info["labels"].
-
-    Args:
-        game: ALE game in snake_case; "breakout" (default) has labels, any other game
-            (e.g. "pong") runs through the same code with empty labels.
-        frameskip: emulator frames per step (default 4, as ALE v5).
-        repeat_action_probability: sticky actions (default 0.0: deterministic per seed).
-        obs_size: [height, width] to resize to with PIL (default: native 210x160).
-        grayscale: one luminance channel, observation shape (H, W, 1).
-        max_episode_steps: truncate episodes after this many steps (default: ALE limit).
-        render_mode: None or "rgb_array".
-    """
-    return AtariEnv(
-        game=game,
-        frameskip=frameskip,
-        repeat_action_probability=repeat_action_probability,
-        obs_size=obs_size,
-        grayscale=grayscale,
-        max_episode_steps=max_episode_steps,
-        render_mode=render_mode,
-    )
