@@ -26,7 +26,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 
 from wm_framework.model import ActionSpec, WorldModel

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -123,7 +122,6 @@ def _sync(device) -> None:
 
 def flops_per_step(model, losses, batch, autocast) -> float:
     """Forward + backward FLOPs of one training step (matmuls/convs/attention, as PyTorch counts them)."""
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from wm_framework.train.loop import compute_loss

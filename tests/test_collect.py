@@ -92,18 +92,23 @@ collect(sys.argv[1], {"type": "bouncing_ball", "size": 16, "max_steps": 30, "ter
 """
 
 
+def _wait_for_episodes(out, n: int, timeout: float = 60) -> None:
+    """Poll until the store at ``out`` holds ``n`` committed episodes (or time runs out)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.2)
+        try:
+            if EpisodeStore.open(out).num_episodes >= n:
+                return
+        except Exception:
+            pass  # not created yet
+
+
 def test_sigkill_mid_collection_leaves_only_complete_episodes(tmp_path):
     out = tmp_path / "crash.zarr"
     proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, str(out)])
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            time.sleep(0.2)
-            try:
-                if EpisodeStore.open(out).num_episodes >= 6:
-                    break
-            except Exception:
-                pass  # not created yet
+        _wait_for_episodes(out, 6)
         time.sleep(0.13)  # land somewhere inside a later append
     finally:
         os.kill(proc.pid, signal.SIGKILL)
@@ -191,14 +196,7 @@ def test_sigkill_of_parallel_collection_leaves_complete_episodes_and_no_workers(
     out = tmp_path / "crash.zarr"
     proc = subprocess.Popen([sys.executable, "-c", PARALLEL_CRASH_SCRIPT, str(out)])
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            time.sleep(0.2)
-            try:
-                if EpisodeStore.open(out).num_episodes >= 6:
-                    break
-            except Exception:
-                pass  # not created yet
+        _wait_for_episodes(out, 6)
         time.sleep(0.13)
         workers = _children(proc.pid)
     finally:

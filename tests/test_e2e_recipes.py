@@ -9,7 +9,6 @@ shrink the heavier recipes further so the whole file stays within CI's time.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -218,8 +218,6 @@ def test_features_once_per_checkpoint_and_no_gradient_into_model():
 
 
 def test_baselines_random_init_patch_mean_and_raw_pixels_on_pixels():
-    rng = np.random.default_rng(0)
-
     def pixel_windows(n, seed):
         r = np.random.default_rng(seed)
         col = r.integers(0, 16, size=(n, 4))

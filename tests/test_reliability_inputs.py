@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import errno
 import glob
-import json
 import os
 import re
 import shutil

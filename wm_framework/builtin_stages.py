@@ -22,7 +22,7 @@ def train_stage():
     def run(ctx):
         from wm_framework.train.loop import train
 
-        train(ctx, resume=getattr(ctx, "resume", False), progress=getattr(ctx, "progress", True))
+        train(ctx, resume=ctx.resume, progress=ctx.progress)
 
     return run
 

@@ -346,7 +346,7 @@ def _collect_in_workers(out, env, policies, labels, tasks, max_steps, workers, p
         committed, last_commit = 0, time.perf_counter()
         while committed < len(tasks):
             msg = _next_message(results, procs)
-            kind, wid = msg[0], msg[1]
+            kind = msg[0]
             if kind == "ready":
                 if _jsonish(msg[2]) != _jsonish(specs):
                     raise RuntimeError(f"collection workers built different envs: {msg[2]} != {specs}")

@@ -321,7 +321,8 @@ def _component_problems(data: dict, registry, stage_names: set[str]) -> list[str
                 _check_component(registry, "envs", cfg["env"], f"data.{sect}.env", problems, extra_keys=())
             if isinstance(cfg.get("policies"), list):
                 for j, pol in enumerate(cfg["policies"]):
-                    _check_component(registry, "policies", pol, f"data.{sect}.policies.{j}", problems, extra_keys=())
+                    # `name` labels the policy's episodes in the store (collect.policy_label)
+                    _check_component(registry, "policies", pol, f"data.{sect}.policies.{j}", problems, extra_keys=("name",))
     return problems
 
 

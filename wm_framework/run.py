@@ -46,7 +46,7 @@ def ensure_stores(ctx: RunContext) -> None:
         from wm_framework.collect import collect
 
         collect(path, env=cfg.env, policies=cfg.policies, episodes=cfg.episodes, max_steps=cfg.max_steps,
-                workers=cfg.workers, seed=cfg.seed, progress=getattr(ctx, "progress", True))
+                workers=cfg.workers, seed=cfg.seed, progress=ctx.progress)
     ctx._stores = None
 
 
@@ -56,11 +56,12 @@ def _store_complete(path: str, cfg) -> bool:
         return False
     if cfg is None:
         return True
+    from wm_framework.collect import policy_label
     from wm_framework.data.store import EpisodeStore
 
     store = EpisodeStore.open(path)
     for pol in cfg.policies:
-        if int((store.episode_policy == pol["type"]).sum()) < cfg.episodes:
+        if int((store.episode_policy == policy_label(pol)).sum()) < cfg.episodes:
             return False
     return True
 
@@ -110,10 +111,8 @@ def run_stages(ctx: RunContext, stages: list[str]) -> None:
 def _run_stage(ctx: RunContext, reg, stage: str) -> None:
     cfg = ctx.recipe.stage_config(stage)
     params = cfg.model_dump() if hasattr(cfg, "model_dump") else (cfg or {})
-    if stage in ("data", "train"):
-        params = {}
     fn = reg.create("stages", stage, **params)
-    if getattr(ctx, "progress", True):
+    if ctx.progress:
         from rich.console import Console
 
         Console(stderr=True).print(f"[bold cyan]stage[/] {stage}" + (f" [{ctx.label}]" if ctx.label else ""))
@@ -210,7 +209,7 @@ def _run_all(ctx: RunContext, data: dict, resumed: bool) -> None:
         sub_path = ctx.path / "sweep" / label
         if info.is_main and not (sub_path / "recipe.resolved.toml").is_file():
             sub_path.mkdir(parents=True, exist_ok=True)
-            _write_run_meta(sub_path, {k: v for k, v in sub.items()}, label)
+            _write_run_meta(sub_path, sub, label)
         jobs.append(SweepJob(label, sub_path, job_command(sub_path),
                              run_inline=lambda p=sub_path, lb=label: _run_sweep_job(p, lb, resumed, ctx.progress)))
     if info.is_main:

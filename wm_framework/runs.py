@@ -67,6 +67,8 @@ class RunContext:
         self._splits: dict | None = None
         self.sweep_runs: list[tuple[str, "RunContext"]] = []
         self.label = ""
+        self.resume = False  # continue training from checkpoints/last.pt
+        self.progress = True  # progress bars and stage lines (off on ranks other than 0)
 
     # -- paths ------------------------------------------------------------------------
     @property
@@ -223,8 +225,6 @@ def load_run(run_dir: str | Path, device: str | None = None) -> RunContext:
 # ----------------------------------------------------------------------------- model building
 def compute_model_context(recipe: Recipe, store, train_episodes) -> dict:
     """obs_shape, action spec, frameskip, history and (for state stores) normalisation stats."""
-    import numpy as np
-
     d = recipe.data
     shape = tuple(store.obs_shape)
     pixels = store.obs_key.endswith("pixels")

@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wm_plugins.gpt_state import normalization as nz
 
 
 def _no_decay(p: nn.Parameter) -> nn.Parameter:

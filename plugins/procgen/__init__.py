@@ -17,4 +17,4 @@ WM_INSTALL_HINT = 'pip install "wm-framework[procgen]"'
 @hookimpl
 def register_envs(register):
     """Register the `procgen` environment (any Procgen game, CoinRun by default)."""
-    register("procgen", lazy("wm_plugins.procgen.env:make_procgen_env"), description="Procgen game (coinrun default): 64x64x3 RGB, 15 actions")
+    register("procgen", lazy("wm_plugins.procgen.env:ProcgenEnv"), description="Procgen game (coinrun default): 64x64x3 RGB, 15 actions")

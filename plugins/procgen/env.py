@@ -40,7 +40,17 @@ def _import_procgen():
 
 
 class ProcgenEnv(gym.Env):
-    """One Procgen game with 64x64x3 uint8 observations and 15 discrete actions."""
+    """One Procgen game with 64x64x3 uint8 observations and 15 discrete actions.
+
+    Args:
+        game: Procgen game name ("coinrun", "starpilot", "bigfish", ...).
+        num_levels: number of distinct levels (0 = unlimited).
+        start_level: first level seed of the level range.
+        distribution_mode: "easy" (default), "hard", "extreme", "memory" or "exploration".
+        max_episode_steps: truncate episodes after this many steps (None = the game's own timeout).
+        use_backgrounds: draw the game's background images (False gives plain backgrounds).
+        render_mode: None or "rgb_array" (render() returns the 64x64 frame).
+    """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
 
@@ -134,26 +144,3 @@ class ProcgenEnv(gym.Env):
     def _info(self) -> dict:
         raw = self._env.get_info()[0] if self._env is not None else {}
         return {"labels": {}, "level_seed": int(raw.get("level_seed", -1))}
-
-
-def make_procgen_env(
-    game: str = "coinrun",
-    num_levels: int = 0,
-    start_level: int = 0,
-    distribution_mode: str = "easy",
-    max_episode_steps: int | None = None,
-    use_backgrounds: bool = True,
-    render_mode: str | None = None,
-) -> ProcgenEnv:
-    """Build a Procgen game as a ``gymnasium.Env``.
-
-    Args:
-        game: Procgen game name ("coinrun", "starpilot", "bigfish", ...).
-        num_levels: number of distinct levels (0 = unlimited).
-        start_level: first level seed of the level range.
-        distribution_mode: "easy" (default), "hard", "extreme", "memory" or "exploration".
-        max_episode_steps: truncate episodes after this many steps (None = the game's own timeout).
-        use_backgrounds: draw the game's background images (False gives plain backgrounds).
-        render_mode: None or "rgb_array" (render() returns the 64x64 frame).
-    """
-    return ProcgenEnv(game, num_levels, start_level, distribution_mode, max_episode_steps, use_backgrounds, render_mode)

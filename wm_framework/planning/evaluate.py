@@ -13,7 +13,6 @@ drive it with a hand-built model and env; ``wm_framework.plan`` wires it to a ru
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -98,7 +97,6 @@ def run_planning_episode(env, model, planner, task: GoalTask, success: Callable,
                          box: ActionBox | None = None, cost=None, target=None) -> dict:
     """Plan-execute-replan from the env's current state (already reset to ``task``'s start)."""
     spec = model.action_spec
-    fs = spec.frameskip
     context_len = len(task.context_obs)
     frames = list(task.context_obs)
     blocks = list(task.context_blocks)

@@ -53,9 +53,11 @@ def compute_loss(out: dict, batch: dict, losses: dict) -> tuple[torch.Tensor, di
     terms: dict[str, torch.Tensor] = {}
     for name, (weight, fn) in losses.items():
         value = fn(out, batch)
-        items = value.items() if isinstance(value, dict) else [(name, value)]
-        for tname, tval in items:
-            key = tname if isinstance(value, dict) and tname.startswith(name) else (name if not isinstance(value, dict) else f"{name}/{tname}")
+        if isinstance(value, dict):  # named terms, prefixed with the loss name unless they already are
+            items = [(t if t.startswith(name) else f"{name}/{t}", v) for t, v in value.items()]
+        else:
+            items = [(name, value)]
+        for key, tval in items:
             terms[key] = tval
             total = weight * tval if total is None else total + weight * tval
     return total, terms
@@ -133,11 +135,6 @@ def _fit_normalization(model, sampler, seed: int, batches: int = 8, batch_size: 
             hook([sampler.sample(batch_size, rng) for _ in range(batches)])
 
 
-def _grad_norm(model) -> torch.Tensor:
-    grads = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
-    return torch.stack(grads).norm() if grads else torch.tensor(0.0)
-
-
 def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
     """Train the run's model; returns the train summary that also goes to results.json['train']."""
     recipe, cfg = ctx.recipe, ctx.recipe.train
@@ -159,7 +156,7 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
     total = cfg.steps or max(1, int(math.ceil(cfg.epochs * steps_per_epoch)))
 
     model = ctx.build_model(train=True).to(device)
-    if getattr(cfg, "channels_last", False):
+    if cfg.channels_last:
         # NHWC convolutions are faster on tensor cores; a no-op for parameters that are not 4-D.
         model = model.to(memory_format=torch.channels_last)
     losses = build_losses(recipe)
@@ -180,9 +177,9 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, best_val, best_step = int(state["step"]), float(state["best_val"]), int(state["best_step"])
-        if dist_info.is_main:
+        if main:
             _forget_after(ctx.path / "metrics.jsonl", step)
-    if dist_info.is_main:
+    if main:
         _remove_stale_temp_files(ckpt_dir)
     if not resume or step == 0:
         _fit_normalization(model, train_sampler, recipe.seed)
@@ -252,30 +249,28 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
             with autocast():
                 out = fwd_model(batch)
                 loss, terms = compute_loss(out, batch, losses)
-            bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
-            nonfinite = bool(bad) or not bool(torch.isfinite(loss))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            # The norm is computed once, by the clipping itself (max_norm inf: no clipping).
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+            # One host sync per step: a NaN in any term (even a weight-0 one) reaches the total.
+            nonfinite = not bool(torch.isfinite(loss.detach()) & torch.isfinite(gnorm))
             if dist_info.enabled:  # every rank must skip (or stop) together, or DDP deadlocks
                 nonfinite = distributed.all_reduce_flag(nonfinite)
             if nonfinite:
+                bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
+                if bad or not torch.isfinite(loss):
+                    reason = f"non-finite loss term(s) {bad or ['total']}"
+                    message = f"step {step}: loss term {', '.join(bad) or 'total'} is not finite"
+                else:
+                    reason = "non-finite gradient"
+                    message = f"step {step}: gradient is not finite (loss {loss.item():.4g})"
                 if cfg.nan_policy == "skip":
-                    logger.log({"step": step, "skipped": True, "reason": f"non-finite loss term(s) {bad or ['total']}"})
-                    step += 1
-                    continue
-                raise WMRuntimeError(f"step {step}: loss term {', '.join(bad) or 'total'} is not finite; "
-                                     f"stopped, last good checkpoint kept in {ckpt_dir}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = _grad_norm(model)
-            if not torch.isfinite(gnorm):
-                if cfg.nan_policy == "skip":
-                    logger.log({"step": step, "skipped": True, "reason": "non-finite gradient"})
+                    logger.log({"step": step, "skipped": True, "reason": reason})
                     opt.zero_grad(set_to_none=True)
                     step += 1
                     continue
-                raise WMRuntimeError(f"step {step}: gradient is not finite (loss {loss.item():.4g}); "
-                                     f"stopped, last good checkpoint kept in {ckpt_dir}")
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                raise WMRuntimeError(f"{message}; stopped, last good checkpoint kept in {ckpt_dir}")
             opt.step()
             sched.step()
             step += 1
@@ -323,10 +318,8 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
 
 def _obs_metrics(out: dict, model) -> dict:
     """MSE/PSNR/SSIM for models that predict observations (they expose it via evaluate.metrics)."""
-    try:
-        from wm_framework.evaluate.metrics import validation_metrics
-    except ImportError:
-        return {}
+    from wm_framework.evaluate.metrics import validation_metrics
+
     try:
         return {k: float(v) for k, v in (validation_metrics(out, model) or {}).items()}
     except Exception:  # noqa: BLE001 - metrics are extra; never kill training over them
