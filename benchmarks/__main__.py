@@ -28,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
-ORDER = ("loader", "collect", "train", "ensemble", "plan")
+ORDER = ("loader", "collect", "train", "ensemble", "plan", "startup")
 
 
 def _figure(bench: str, what: str, ours: float, ours_label: str, baseline: float, baseline_label: str, unit: str,
@@ -97,7 +97,14 @@ def run_plan(quick: bool, tmp: str) -> list[dict]:
                     r["loop_cycle_s"], "one candidate at a time", "s", higher_is_better=False) for r in rows]
 
 
-RUNNERS = {"loader": run_loader, "collect": run_collect, "train": run_train, "ensemble": run_ensemble, "plan": run_plan}
+def run_startup(quick: bool, tmp: str) -> list[dict]:
+    r = importlib.import_module("benchmarks.startup").main(["--runs", "3" if quick else "7"])
+    return [_figure("startup", "`wm --help`, whole process (s)", r["wm_help_s"], "wm --help", r["typer_rich_s"],
+                    "python -c 'import typer, rich'", "s", higher_is_better=False)]
+
+
+RUNNERS = {"loader": run_loader, "collect": run_collect, "train": run_train, "ensemble": run_ensemble, "plan": run_plan,
+           "startup": run_startup}
 
 
 # ----------------------------------------------------------------------------- output

@@ -82,3 +82,28 @@ def test_label_policies_refuse_envs_without_labels():
             make_policy(env, name)
     _, _, actions = play(env, make_policy(env, "passive"), 0, 20)
     assert set(actions) == {0}
+
+
+def test_epsilon_noise_is_seeded_and_leaves_epsilon_zero_unchanged():
+    """``epsilon`` replaces the policy's action by a random one from its own stream."""
+    import wm_framework
+    from wm_framework.registry import get_registry
+
+    env = wm_framework.make_env("breakout", obs_size=[32, 32])
+
+    def actions(**params):
+        pol = get_registry().create("policies", "heuristic", env, **params)
+        obs, info = env.reset(seed=4)
+        pol.reset(4)
+        out = []
+        for _ in range(150):
+            a = pol(obs, info)
+            obs, _, term, trunc, info = env.step(a)
+            out.append(a)
+        return out
+
+    assert actions() == actions(epsilon=0.0)
+    noisy = actions(epsilon=0.3)
+    assert noisy == actions(epsilon=0.3) and noisy != actions()
+    with pytest.raises(Exception, match="epsilon"):
+        get_registry().create("policies", "heuristic", env, epsilon=1.5)

@@ -66,7 +66,7 @@ def test_override_values_parse_as_toml():
 
 
 def test_override_and_smoke_order():
-    data = dict(GOOD, smoke={"train.steps": 2, "data.window": 2})
+    data = dict(GOOD, presets={"smoke": {"train.steps": 2, "data.window": 2}})
     out = resolve(data, {"train.steps": 7}, smoke=True)
     assert out["train"]["steps"] == 7 and out["data"]["window"] == 2
     assert resolve(data, {}, smoke=False)["train"]["steps"] == 5

@@ -234,3 +234,75 @@ def test_dropout_is_active_in_training_only():
     assert_same(pred(z, a), pred(z, a))
     pred.train()
     assert_moved(pred(z, a), pred(z, a))
+
+
+# --------------------------------------------------------------------------- released vs single norms
+def test_norm_styles_have_equal_parameter_counts_and_differ_in_function():
+    from wm_plugins.lewm.factories import build_ar_transformer
+
+    torch.manual_seed(0)
+    released = build_ar_transformer(latent_dim=32, action_dim=4, history=3, depth=2, heads=2, head_dim=8, mlp_dim=64,
+                                     dropout=0.0, projector=False)
+    single = build_ar_transformer(latent_dim=32, action_dim=4, history=3, depth=2, heads=2, head_dim=8, mlp_dim=64,
+                                  dropout=0.0, projector=False, norm_style="single")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(released) == count(single)
+    block = released.blocks[0]
+    # The released function: non-affine norm -> modulation -> the branch's own affine LayerNorm (eps 1e-5).
+    assert not block.ln1.elementwise_affine and block.ln1.eps == 1e-6
+    assert block.attn_norm.elementwise_affine and block.attn_norm.eps == 1e-5 and released.norm.eps == 1e-5
+    assert single.blocks[0].ln1.elementwise_affine and single.norm.eps == 1e-6
+    # With non-trivial affine parameters and modulation the two orders give different outputs.
+    with torch.no_grad():
+        for model in (released, single):
+            for b in model.blocks:
+                b.adaln[1].weight.normal_(0, 0.5)
+                b.adaln[1].bias.normal_(0, 0.5)
+        single.load_state_dict({k.replace("attn_norm", "ln1").replace("mlp_norm", "ln2"): v
+                                for k, v in released.state_dict().items()}, strict=False)
+        for model in (released, single):
+            for name, p in model.named_parameters():
+                if name.endswith(("ln1.weight", "ln2.weight", "attn_norm.weight", "mlp_norm.weight")):
+                    p.fill_(2.0)
+                if name.endswith(("ln1.bias", "ln2.bias", "attn_norm.bias", "mlp_norm.bias")):
+                    p.fill_(0.5)
+    released.eval(), single.eval()
+    z, a = torch.randn(2, 3, 32), torch.randn(2, 3, 4)
+    assert not torch.allclose(released(z, a), single(z, a), atol=1e-4)
+
+
+def test_bad_norm_style_is_a_usage_error():
+    from wm_framework.errors import WMUsageError
+    from wm_plugins.lewm.factories import build_ar_transformer
+
+    with pytest.raises(WMUsageError, match="norm_style"):
+        build_ar_transformer(norm_style="double")
+
+
+# --------------------------------------------------------------------------- encoder preprocessing
+def test_max_resize_keeps_a_tiny_bright_object_that_bilinear_fades():
+    from wm_plugins.lewm.vit import resize_frames
+
+    x = torch.zeros(1, 1, 210, 160)
+    x[..., 100:104, 80:82] = 1.0  # a 2x4 Breakout ball
+    assert resize_frames(x, (64, 64), "max").max() == 1.0
+    assert resize_frames(x, (64, 64), "bilinear").max() < 0.5
+    assert 0 < resize_frames(x, (64, 64), "area").max() < 1.0
+
+
+def test_crop_is_applied_before_the_resize_and_checked():
+    enc = wm_framework.create("encoders", "vit", image_size=[16, 16], patch_size=8, width=32, depth=1, heads=2,
+                              projector=False, normalize=False, crop=[32, 196, 8, 152], resize="max",
+                              obs_shape=(1, 210, 160))
+    frames = torch.zeros(1, 1, 1, 210, 160)
+    frames[..., 10, 10] = 1.0  # in the score area: cropped away
+    images = enc._images(frames)
+    assert images.shape == (1, 3, 16, 16) and images.max() == 0.0
+    frames[..., 100, 100] = 1.0  # inside the play field
+    assert enc._images(frames).max() == 1.0
+    from wm_framework.errors import WMUsageError
+
+    with pytest.raises(WMUsageError, match="crop"):
+        wm_framework.create("encoders", "vit", crop=[32, 300, 8, 152], obs_shape=(1, 210, 160))
+    with pytest.raises(WMUsageError, match="resize"):
+        wm_framework.create("encoders", "vit", resize="lanczos")

@@ -1,4 +1,4 @@
-"""Probes, R^2, baselines and the probing study on tiny synthetic data (CPU, seconds)."""
+"""Probes, R^2, baselines and the probing study on tiny synthetic data and tiny real stores (CPU, seconds)."""
 
 from __future__ import annotations
 
@@ -155,25 +155,29 @@ def test_ridge_probe_matches_sklearn_ridge_in_primal_and_dual_form():
 
 
 # ----------------------------------------------------------------------------- tasks and features
-def test_breakout_tasks_and_config_validation():
-    tasks = ProbeConfig(tasks="breakout").resolved_tasks(["ball_x", "ball_y", "ball_vx", "ball_vy", "paddle_x"])
-    assert [t.name for t in tasks] == [t.name for t in breakout_default_tasks()]
-    assert {t.features for t in tasks} == {"encoder", "predictor", "encoder+action"}
+def test_probe_config_validation_and_offsets_in_env_steps():
+    tasks = ProbeConfig(tasks="breakout").resolved_tasks(["ball_x", "ball_y", "ball_vx", "ball_vy", "paddle_x"], 5)
+    # The six published tasks, then the model-gap variants of the two with a nonzero offset.
+    assert [(t.name, t.offset) for t in tasks][-2:] == [("ball_pos_pred@5", 5), ("ball_vel_pred@5", 5)]
+    assert ProbeConfig(tasks="breakout", model_gap=False).resolved_tasks(None, 5) == breakout_default_tasks()
     with pytest.raises(WMUsageError, match="ball_vx"):
         ProbeConfig(tasks="breakout").resolved_tasks(["ball_x", "ball_y", "paddle_x"])
-    auto = ProbeConfig().resolved_tasks(["x"])
-    assert [(t.name, t.features, t.shift) for t in auto] == [("x", "encoder", 0), ("x_pred", "predictor", 1)]
-    with pytest.raises(WMUsageError, match="past the window"):
-        resolve_frame(4, None, [ProbeTask(name="far", targets=["x"], shift=2)])
+    auto = ProbeConfig().resolved_tasks(["x"], frameskip=3)
+    assert [(t.name, t.features, t.offset) for t in auto] == [("x", "encoder", 0), ("x_pred", "predictor", 3)]
+    with pytest.raises(Exception, match="offset"):  # the old frame-counted `shift` is refused, with the fix
+        ProbeTask(name="a", targets=["x"], shift=1)
+    with pytest.raises(WMUsageError, match="outside"):
+        resolve_frame(4, 4)
     with pytest.raises(Exception):
         ProbeConfig(tasks=[{"name": "a", "features": "decoder", "targets": ["x"]}])
     assert all(f.description for f in ProbeConfig.model_fields.values())
+    assert all(f.description for f in ProbeTask.model_fields.values())
 
 
 def test_nan_targets_are_masked_not_filled():
     data = random_walk_windows(300, nan_frac=0.3)
     fs = extract_features(tiny_model(), FakeSampler(data), {"encoder"}, frame=2, window=4, batch_size=64)
-    x, y = task_rows(fs, ProbeTask(name="x", targets=["x", "y"]), None)
+    x, y, _ = task_rows(fs, ProbeTask(name="x", targets=["x", "y"]), None)
     finite = np.isfinite(data["labels/x"][:, 2])
     assert len(y) == finite.sum() < 300 and np.isfinite(y).all()
     np.testing.assert_array_equal(y[:, 0], data["labels/x"][finite, 2])
@@ -190,19 +194,37 @@ def test_static_persistence_matches_random_walk_theory():
     s, t = 0.6, 2
     data = random_walk_windows(40000, window=4, step=s, seed=5)
     fs = extract_features(None, FakeSampler(data), set(), frame=t, window=4, batch_size=4096)
-    res = static_baseline({"val": fs, "test": fs}, [ProbeTask(name="x", targets=["x"], shift=1),
-                                                    ProbeTask(name="x0", targets=["x"], shift=0)])
+    res = static_baseline({"val": fs, "test": fs}, [ProbeTask(name="x", targets=["x"], offset=1),
+                                                    ProbeTask(name="x0", targets=["x"], offset=0)], protocol_gap=1)
     expected = 1 - s**2 / (1 + (t + 1) * s**2)
     assert res["x"]["test"]["r2"] == pytest.approx(expected, abs=0.01)
-    assert res["x0"]["test"]["r2"] == pytest.approx(expected, abs=0.01)  # shift 0: copy t as t+1
+    assert res["x0"]["test"]["r2"] == pytest.approx(expected, abs=0.01)  # offset 0: copy t as t+1
+    lo, hi = res["x"]["test"]["ci95"]  # rows resampled (no episodes known): a tight interval around it
+    assert lo < res["x"]["test"]["r2"] < hi and hi - lo < 0.02
+
+
+def test_r2_interval_resamples_episodes_not_rows():
+    from wm_framework.probe_stats import r2_interval
+
+    # 10 episodes of 200 near-identical rows each: the prediction error is shared within an
+    # episode, so the rows are not 2000 independent samples and the interval must say so.
+    rng = np.random.default_rng(0)
+    episodes = np.repeat(np.arange(10), 200)
+    y = rng.normal(size=2000)
+    pred = y + np.repeat(rng.normal(scale=0.5, size=10), 200)
+    by_row = r2_interval(y, pred, None, n_boot=300)
+    by_episode = r2_interval(y, pred, episodes, n_boot=300)
+    assert by_episode[1] - by_episode[0] > 3 * (by_row[1] - by_row[0])
+    assert r2_interval(y, pred, episodes, n_boot=300) == by_episode  # seeded: deterministic
+    assert r2_interval(y[:800], pred[:800], episodes[:800]) is None  # 4 episodes: no honest interval
 
 
 def test_features_once_per_checkpoint_and_no_gradient_into_model():
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     tasks = [ProbeTask(name="pos", features="encoder", targets=["x", "y"]),
-             ProbeTask(name="pos_pred", features="predictor", targets=["x"], shift=1),
-             ProbeTask(name="pos_act", features="encoder+action", targets=["y"], shift=1)]
+             ProbeTask(name="pos_pred", features="predictor", targets=["x"], offset=1),
+             ProbeTask(name="pos_act", features="encoder+action", targets=["y"], offset=1)]
     samplers = {s: FakeSampler(random_walk_windows(256, seed=i)) for i, s in enumerate(("train", "val", "test"))}
     res = probe_study([{"label": "epoch_1", "epoch": 1, "load": lambda: model}], samplers, tasks,
                       factories("linear", "mlp"), window=4, batch_size=64)
@@ -239,7 +261,7 @@ def test_baselines_random_init_patch_mean_and_raw_pixels_on_pixels():
         return WorldModel(PixEncoder(), TinyPredictor(), ActionSpec("discrete", 3, 1)).eval()
 
     samplers = {s: FakeSampler(pixel_windows(200, i)) for i, s in enumerate(("train", "val", "test"))}
-    tasks = [ProbeTask(name="x", targets=["x"]), ProbeTask(name="x_pred", features="predictor", targets=["x"], shift=1)]
+    tasks = [ProbeTask(name="x", targets=["x"]), ProbeTask(name="x_pred", features="predictor", targets=["x"], offset=1)]
     res = probe_study([{"label": "epoch_1", "epoch": 1, "load": model}], samplers, tasks, factories("linear"), window=4,
                       baselines=["static", "random_init", "patch_mean", "raw_pixels"], random_model=model, raw_size=(4, 16))
     b = res["baselines"]
@@ -263,7 +285,7 @@ def test_builtin_registration_hooks():
     builtin_probes.register_probes(lambda name, factory, **meta: got.setdefault(("probes", name), (factory, meta)))
     builtin_probes.register_stages(lambda name, factory, **meta: got.setdefault(("stages", name), (factory, meta)))
     assert {("probes", "linear"), ("probes", "mlp"), ("stages", "probe")} <= set(got)
-    assert got[("stages", "probe")][1]["config"] is ProbeConfig
+    assert got[("stages", "probe")][1]["config"].resolve() is ProbeConfig  # lazy: no pydantic at start-up
     assert callable(got[("stages", "probe")][0](tasks="breakout", probes=["linear"]))
     with pytest.raises(Exception):
         got[("stages", "probe")][0](tasks="pong")
@@ -288,6 +310,9 @@ class FakeContext:
 
     def splits(self):
         return {"train": np.arange(3), "val": np.arange(1), "holdout": np.arange(1)}
+
+    def resolve_split(self, split):
+        return "holdout", "holdout split (policies never trained on: b)"
 
     def sampler(self, split, length=None):
         return FakeSampler(random_walk_windows(128, window=length, seed={"train": 0, "val": 1, "holdout": 2}[split]))
@@ -315,10 +340,13 @@ def test_run_probe_stage_writes_outputs(tmp_path):
     run_probe_stage(ctx, cfg, checkpoints=["epoch_2"])
     saved = json.loads((tmp_path / "probes.json").read_text())
     assert [c["label"] for c in saved["checkpoints"]] == ["epoch_2"]
-    assert saved["test_set"] == "holdout split"
+    assert saved["test_set"] == "holdout split (policies never trained on: b)"
     summary = ctx.results_written["probes"]
-    assert summary["tasks"]["ball_pos"]["linear"]["epoch_2"] > 0.9
-    assert abs(summary["tasks"]["n"]["linear"]["epoch_2"]) < 0.2
+    pos = summary["tasks"]["ball_pos"]["linear"]["epoch_2"]
+    assert pos["r2"] > 0.9 and pos["n"] == 128 and pos["ci95"][0] <= pos["r2"] <= pos["ci95"][1]
+    assert abs(summary["tasks"]["n"]["linear"]["epoch_2"]["r2"]) < 0.2
+    static = summary["baselines"]["static"]["ball_pos"]
+    assert static["gap"] == 1 and static["n"] == 128 and len(static["ci95"]) == 2  # n and spread for every number
     md = ctx.sections["probe"]
     assert "ep100: +0.301" in md  # published linear number next to the matching task name
     assert (tmp_path / "plots" / "probe_r2.png").stat().st_size > 1000
@@ -349,8 +377,9 @@ def test_real_zarr_store_and_window_sampler(tmp_path):
     fs = extract_features(model, sampler, {"encoder", "predictor"}, frame=2, window=4, batch_size=32, max_rows=50)
     assert fs.n == 50 and fs.features["predictor"].shape == (50, 16)
     # Labels at the probed frame are the state the encoder saw there (row convention).
-    x_enc, y = task_rows(fs, ProbeTask(name="x", targets=["x"]), None)
+    x_enc, y, episodes = task_rows(fs, ProbeTask(name="x", targets=["x"]), None)
     with torch.no_grad():
         first = next(iter(sampler.iter_batches(len(sampler), shuffle=True, seed=0)))
-    np.testing.assert_allclose(fs.labels["x"][:, 2], first["obs"][:50, 2, 0], rtol=1e-6)
+    np.testing.assert_allclose(fs.labels["x"][:, 0], first["obs"][:50, 2, 0], rtol=1e-6)
+    np.testing.assert_array_equal(episodes, first["episode"][:50])
     np.testing.assert_allclose(y[:, 0], first["obs"][:50, 2, 0], rtol=1e-6)

@@ -215,6 +215,7 @@ def _snapshot(d: Path) -> dict:
 @pytest.mark.parametrize("where", ["fsync", "replace"])
 def test_disk_full_while_writing_keeps_previous_state(tmp_path, run_dir, monkeypatch, where):
     from wm_framework.runs import load_run
+    from wm_framework import atomic  # the writers (their os / tempfile are patched)
     from wm_framework.train import checkpoint as ck
 
     ctx = load_run(run_dir)
@@ -224,7 +225,7 @@ def test_disk_full_while_writing_keeps_previous_state(tmp_path, run_dir, monkeyp
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ck.os, where, full)
+    monkeypatch.setattr(atomic.os, where, full)
     with pytest.raises(OSError):
         ck.save_checkpoint(run_dir / "checkpoints" / "last.pt", {"model": {}, "step": -1})
     with pytest.raises(OSError):
@@ -239,6 +240,7 @@ def test_disk_full_while_writing_keeps_previous_state(tmp_path, run_dir, monkeyp
 def test_read_only_directory_keeps_previous_state(tmp_path, run_dir, monkeypatch):
     """A directory that refuses new files (chmod 555; as root, where chmod does not bind, the
     same EACCES is injected at file creation) leaves every file as it was."""
+    from wm_framework import atomic  # the writers (their os / tempfile are patched)
     from wm_framework.train import checkpoint as ck
 
     ckpts = run_dir / "checkpoints"
@@ -247,7 +249,7 @@ def test_read_only_directory_keeps_previous_state(tmp_path, run_dir, monkeypatch
         def denied(*a, **k):
             raise PermissionError(errno.EACCES, "Permission denied", str(ckpts))
 
-        monkeypatch.setattr(ck.tempfile, "mkstemp", denied)
+        monkeypatch.setattr(atomic.tempfile, "mkstemp", denied)
     os.chmod(ckpts, 0o555)
     try:
         with pytest.raises(PermissionError):
@@ -263,6 +265,7 @@ def test_read_only_directory_keeps_previous_state(tmp_path, run_dir, monkeypatch
 def test_full_disk_during_training_is_one_line_and_keeps_checkpoint(tmp_path, monkeypatch, capsys):
     """Through `wm run`: ENOSPC on the 3rd checkpoint write -> one error line, exit 1, last.pt intact."""
     from _reliability_util import tiny_recipe
+    from wm_framework import atomic  # the writers (their os / tempfile are patched)
     from wm_framework.train import checkpoint as ck
 
     recipe = tiny_recipe(tmp_path, steps=6)
@@ -275,7 +278,7 @@ def test_full_disk_during_training_is_one_line_and_keeps_checkpoint(tmp_path, mo
                 raise OSError(errno.ENOSPC, "No space left on device", str(dst))
         return real(src, dst)
 
-    monkeypatch.setattr(ck.os, "replace", flaky)
+    monkeypatch.setattr(atomic.os, "replace", flaky)
     code = wm_main(["run", str(recipe), "--out", str(tmp_path / "runs")])
     err = capsys.readouterr().err
     monkeypatch.undo()

@@ -136,7 +136,7 @@ def test_recipe_values_are_data_never_code(tmp_path, monkeypatch, capsys, text):
 # ----------------------------------------------------------------------------- importers
 def _shards(root: Path, rows: int = 6, L: int = 3) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    np.save(root / "shard_000000_frames.npy", np.zeros((rows, L, 4, 4, 3), np.uint8))
+    np.save(root / "shard_000000_frames.npy", np.zeros((rows, L, 8, 6, 3), np.uint8))  # unambiguous: channels last
     np.save(root / "shard_000000_actions.npy", np.zeros((rows, L), np.int64))
     np.save(root / "shard_000000_done.npy", np.zeros((rows, L), bool))
     (root / "manifest.json").write_text(json.dumps({"shards": [{"index": 0, "count": rows}]}))

@@ -24,14 +24,14 @@ def register_planners(register):
 @hookimpl
 def register_stages(register):
     """Stages: plan, surprise, straightness."""
-    from wm_framework.physics_eval import StraightnessConfig, SurpriseConfig, straightness_stage, surprise_stage
-    from wm_framework.plan import PlanConfig, plan_stage
-
-    register("plan", plan_stage, config=PlanConfig,
+    # Lazy, like a plugin's components: these modules import NumPy and pydantic.
+    register("plan", lazy("wm_framework.plan:plan_stage"), config=lazy("wm_framework.plan:PlanConfig"),
              description="goal-conditioned CEM planning on held-out start/goal pairs vs random actions")
-    register("surprise", surprise_stage, config=SurpriseConfig,
+    register("surprise", lazy("wm_framework.physics_eval:surprise_stage"),
+             config=lazy("wm_framework.physics_eval:SurpriseConfig"),
              description="violation of expectation: latent surprise at a teleport / recolouring vs unperturbed")
-    register("straightness", straightness_stage, config=StraightnessConfig,
+    register("straightness", lazy("wm_framework.physics_eval:straightness_stage"),
+             config=lazy("wm_framework.physics_eval:StraightnessConfig"),
              description="temporal straightness of latent trajectories for every checkpoint")
 
 

@@ -9,7 +9,7 @@ def data_stage():
     """Build missing stores from the recipe's data.collect / data.collect_test tables."""
 
     def run(ctx):
-        from wm_framework.run import ensure_stores
+        from wm_framework.store_reuse import ensure_stores
 
         ensure_stores(ctx)
 

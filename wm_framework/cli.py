@@ -15,26 +15,38 @@ from typing import List, Optional
 
 import typer
 
+#: `-h` works like `--help` everywhere: click hands a context's help options to its
+#: sub-commands, plugin commands included.
+HELP = {"help_option_names": ["-h", "--help"]}
+
 app = typer.Typer(name="wm", help="Train and evaluate world models across environments.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-plugins_app = typer.Typer(help="Installed plugins.", no_args_is_help=True)
-components_app = typer.Typer(help="Registered components (envs, policies, encoders, ...).", no_args_is_help=True)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, context_settings=HELP)
+plugins_app = typer.Typer(help="Installed plugins.", no_args_is_help=True, context_settings=HELP)
+components_app = typer.Typer(help="Registered components (envs, policies, encoders, ...).", no_args_is_help=True,
+                             context_settings=HELP)
+recipes_app = typer.Typer(help="The recipes that ship with wm-framework.", no_args_is_help=True, context_settings=HELP)
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(components_app, name="components")
+app.add_typer(recipes_app, name="recipes")
 
 _DEBUG = {"on": False}
 
 
-@app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
-          version: bool = typer.Option(False, "--version", help="Print the version and exit.")):
-    """wm-framework: plugins supply environments, models and losses; recipes compose them."""
-    _DEBUG["on"] = debug or os.environ.get("WM_DEBUG") == "1"
-    if version:
+def _print_version(value: bool) -> None:
+    # Eager: runs while parsing, before click asks for a sub-command ("Missing command").
+    if value:
         from wm_framework import __version__
 
-        typer.echo(__version__)
+        typer.echo(f"wm-framework {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
+          version: bool = typer.Option(False, "--version", "-V", help="Print the version and exit.",
+                                       callback=_print_version, is_eager=True)):
+    """wm-framework: plugins supply environments, models and losses; recipes compose them."""
+    _DEBUG["on"] = debug or os.environ.get("WM_DEBUG") == "1"
 
 
 # ----------------------------------------------------------------------------- plugins / components
@@ -101,25 +113,65 @@ def _jsonable(v):
 
 
 # ----------------------------------------------------------------------------- recipes
-@app.command("validate")
-def validate_cmd(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
-                 overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides KEY=VALUE."),
-                 smoke: bool = typer.Option(False, "--smoke", help="Validate the smoke-scaled recipe.")):
-    """Check a recipe; print every problem as `section.key: message` (exit 2)."""
-    from wm_framework.recipe import expand_sweep, load_toml, parse_overrides, resolve, validate
+@recipes_app.command("list")
+def recipes_list(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """The shipped recipes: name, description, presets, and whether full size needs a GPU."""
+    from wm_framework.shipped_recipes import shipped_recipes
 
-    data = resolve(load_toml(recipe), parse_overrides(overrides or []), smoke)
+    rows = shipped_recipes()
+    if as_json:
+        typer.echo(json.dumps([{"name": r.name, "description": r.description, "needs_gpu": r.needs_gpu,
+                                "presets": list(r.presets), "path": str(r.path)} for r in rows], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="shipped recipes (wm run NAME [--preset P]; wm recipes cp NAME to edit)")
+    for col in ("name", "full size", "presets", "description"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r.name, "GPU" if r.needs_gpu else "CPU", ", ".join(r.presets) or "-", r.description)
+    Console().print(table)
+
+
+@recipes_app.command("cp")
+def recipes_cp(name: str = typer.Argument(..., help="A shipped recipe's name (see `wm recipes list`)."),
+               dest: Optional[Path] = typer.Argument(None, help="File or folder to copy to (default ./NAME.toml)."),
+               force: bool = typer.Option(False, "--force", help="Overwrite an existing file.")):
+    """Copy a shipped recipe here to edit it."""
+    from wm_framework.shipped_recipes import copy_recipe
+
+    typer.echo(f"copied {name} to {copy_recipe(name, dest, force)}")
+
+
+@app.command("validate")
+def validate_cmd(recipe: str = typer.Argument(..., help="Recipe TOML file, or a shipped recipe's name."),
+                 overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides KEY=VALUE."),
+                 smoke: bool = typer.Option(False, "--smoke", help="Validate only the smoke preset."),
+                 preset: Optional[str] = typer.Option(None, "--preset", help="Validate only this preset (default: the recipe and every preset).")):
+    """Check a recipe and every preset; print every problem as `section.key: message` (exit 2)."""
+    from wm_framework.recipe import expand_sweep, load_toml, parse_overrides, resolve, validate, validate_all_presets
+    from wm_framework.shipped_recipes import find_recipe
+
+    path = find_recipe(recipe)
+    raw, ov = load_toml(path), parse_overrides(overrides or [])
+    if not smoke and preset is None:
+        checked = validate_all_presets(raw, ov)
+        typer.echo(f"{path}: ok ({', '.join(checked)})")
+        return
+    data = resolve(raw, ov, smoke, preset)
     validate(data)
     runs = expand_sweep(data)
     for _, sub in runs:
         validate(sub)
-    typer.echo(f"{recipe}: ok" + (f" ({len(runs)} sweep runs)" if len(runs) > 1 else ""))
+    typer.echo(f"{path}: ok" + (f" ({len(runs)} sweep runs)" if len(runs) > 1 else ""))
 
 
 @app.command("run")
-def run_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe TOML file."),
+def run_cmd(recipe: Optional[str] = typer.Argument(None, help="Recipe TOML file, or a shipped recipe's name (`wm recipes list`)."),
             overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides KEY=VALUE (values parsed as TOML)."),
-            smoke: bool = typer.Option(False, "--smoke", help="Scale the recipe down to run on a CPU in minutes."),
+            preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Apply the recipe's [presets.NAME] overrides (e.g. cpu, smoke)."),
+            smoke: bool = typer.Option(False, "--smoke", help="Same as --preset smoke: the pipeline CPU-sized, in minutes."),
             out: Optional[Path] = typer.Option(None, "--out", help="Parent directory for the run (default ./runs)."),
             resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory from its last checkpoint."),
             nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", help="Data-parallel training: processes (GPUs) on this node; re-launches through torchrun."),
@@ -128,19 +180,28 @@ def run_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe TOML file
             master_addr: Optional[str] = typer.Option(None, "--master-addr", help="Address of the node with --node-rank 0."),
             master_port: Optional[int] = typer.Option(None, "--master-port", help="Rendezvous port on that node (default 29500).")):
     """Run a recipe: data -> train -> probes/eval -> report."""
+    if recipe is not None and resume is None:
+        from wm_framework.shipped_recipes import find_recipe
+
+        recipe = str(find_recipe(recipe))
+    if smoke and preset not in (None, "smoke"):
+        from wm_framework.errors import WMUsageError
+
+        raise WMUsageError(f"--smoke and --preset {preset}: choose one (--smoke means --preset smoke)")
+    preset = preset or ("smoke" if smoke else None)
     if nproc_per_node is not None or nnodes > 1:
         from wm_framework.run import launch_torchrun
 
-        args = ([str(recipe)] if recipe else []) + list(overrides or [])
-        args += (["--smoke"] if smoke else []) + (["--out", str(out)] if out else []) + (["--resume", str(resume)] if resume else [])
+        args = ([recipe] if recipe else []) + list(overrides or [])
+        args += (["--preset", preset] if preset else []) + (["--out", str(out)] if out else []) + (["--resume", str(resume)] if resume else [])
         rc = launch_torchrun(args, nproc_per_node=nproc_per_node or 1, nnodes=nnodes, node_rank=node_rank,
                              master_addr=master_addr, master_port=master_port)
         raise typer.Exit(rc)
     from wm_framework.run import run_recipe
     from wm_framework.train.distributed import env_info
 
-    path = run_recipe(str(recipe) if recipe else None, overrides or [], smoke, str(out) if out else None,
-                      str(resume) if resume else None)
+    path = run_recipe(recipe, overrides or [], out=str(out) if out else None,
+                      resume=str(resume) if resume else None, preset=preset)
     if env_info().is_main:
         typer.echo(f"run directory: {path}")
         if (path / "report.md").is_file():

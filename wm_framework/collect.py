@@ -221,12 +221,34 @@ def _open_writer(out, env: dict, specs: tuple[dict, dict, list[str]]) -> StoreWr
                        label_names=label_names, plugin_versions=get_plugin_manager().versions())
 
 
+def record_policies(writer: StoreWriter, policies: list[dict], labels: list[str]) -> None:
+    """Keep each policy's table in the store's ``policies`` attribute; refuse a different one.
+
+    Episodes are stored under the policy's name only, so without this record a store
+    topped up (or reused by ``wm run``) with other policy params would mix two data sets
+    silently. A policy whose episodes predate the record stays unrecorded (unknown).
+    """
+    old = dict(writer.group.attrs.get("policies", {}))
+    existing = set(np.asarray(writer.arrays["episodes/policy"][:writer.num_episodes]).astype(str).tolist())
+    new = dict(old)
+    for label, table in zip(labels, policies):
+        table = _jsonish(dict(table))
+        if label in old and old[label] != table:
+            raise WMUsageError(f"store '{writer.path}' is incompatible: its '{label}' episodes were played by "
+                               f"{old[label]} but this collection has {table}")
+        if label not in old and label not in existing:
+            new[label] = table
+    if new != old:
+        writer.group.attrs.update({"policies": new})
+
+
 def _collect_in_process(out, env, policies, labels, tasks, max_steps, progress) -> None:
     """One process: play an episode, append it, repeat (also checks specs when there is nothing to do)."""
     env_obj = build_env(env)
     pols = [build_policy(p, env_obj) for p in policies]  # bad policy names fail before anything is written
     specs = describe_spaces(env_obj)
     writer = _open_writer(out, env, specs)
+    record_policies(writer, policies, labels)
     bar = _Progress(len(tasks), progress)
     try:
         for p, seed in tasks:
@@ -339,6 +361,7 @@ def _collect_in_workers(out, env, policies, labels, tasks, max_steps, workers, p
     try:
         specs = _next_message(results, procs, want="ready")[2]  # every worker says "ready" before anything else
         writer = _open_writer(out, env, specs)  # a store that does not match fails here, before any row is handed out
+        record_policies(writer, policies, labels)
         next_row.value = writer.num_frames
         store_ready.set()
         bar = _Progress(len(tasks), progress)

@@ -16,22 +16,22 @@ with AdamW on standardised features and targets (statistics of the training spli
 only) and early stopping on the validation split; ``ridge`` is closed-form ridge
 regression with the penalty chosen on the validation split (the raw-pixel baseline).
 
-The recipe's ``[probe]`` table is validated by :class:`ProbeConfig`; the suite that
-runs it over checkpoints and baselines lives in ``probe_report.py``.
+The recipe's ``[probe]`` table (tasks, offsets, baselines) is validated by
+:class:`~wm_framework.probe_config.ProbeConfig` (re-exported here); the suite that runs
+it over checkpoints and baselines lives in ``probe_report.py``.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal, Sequence
+from typing import Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from wm_framework.errors import WMUsageError
 
-FEATURE_KINDS = ("encoder", "predictor", "encoder+action")
-BASELINES = ("static", "random_init", "patch_mean", "raw_pixels")
+# Re-exported: the config and the task presets used to live in this module.
+from wm_framework.probe_config import (BASELINES, FEATURE_KINDS, TASK_PRESETS, ProbeConfig, ProbeTask,  # noqa: F401
+                                       breakout_default_tasks, default_tasks_for_labels, model_gap_variants)
 
 
 # ----------------------------------------------------------------------------- metric
@@ -272,109 +272,3 @@ def make_ridge_probe(seed: int = 0, alphas: Sequence[float] = (0.1, 1.0, 10.0, 1
         alphas: candidate L2 penalties (on standardised features).
     """
     return RidgeProbe(seed, alphas)
-
-
-# ----------------------------------------------------------------------------- config
-class ProbeTask(BaseModel):
-    """One probing task: which features, which labels, at which frame offset."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(description="Task name (results and report rows); matching a reference task name adds the published numbers.")
-    features: Literal["encoder", "predictor", "encoder+action"] = Field(
-        default="encoder",
-        description="'encoder': encoder features at frame t; 'predictor': predictor output at t (it predicts t+1); "
-        "'encoder+action': encoder features at t joined with the float action block at t.")
-    targets: list[str] = Field(min_length=1, description="Store labels (labels/<name>) to regress, e.g. ['ball_x', 'ball_y'].")
-    shift: int = Field(default=0, ge=0, description="Targets are the labels at frame t + shift.")
-
-
-def breakout_default_tasks() -> list[ProbeTask]:
-    """The six Breakout tasks of the LeWM study (REFERENCE §2).
-
-    ``paddle_pos_act`` predicts the paddle at t+1: the action taken at t is what moves
-    it there, so that is where the action block carries information.
-    """
-    pos, vel = ["ball_x", "ball_y"], ["ball_vx", "ball_vy"]
-    return [
-        ProbeTask(name="ball_pos", features="encoder", targets=pos, shift=0),
-        ProbeTask(name="ball_vel", features="encoder", targets=vel, shift=0),
-        ProbeTask(name="ball_pos_pred", features="predictor", targets=pos, shift=1),
-        ProbeTask(name="ball_vel_pred", features="predictor", targets=vel, shift=1),
-        ProbeTask(name="paddle_pos", features="encoder", targets=["paddle_x"], shift=0),
-        ProbeTask(name="paddle_pos_act", features="encoder+action", targets=["paddle_x"], shift=1),
-    ]
-
-
-TASK_PRESETS = {"breakout": breakout_default_tasks}
-
-
-def default_tasks_for_labels(label_names: Sequence[str]) -> list[ProbeTask]:
-    """Tasks when a recipe names none: each label from the encoder at t and from the predictor at t+1."""
-    tasks = []
-    for name in label_names:
-        tasks.append(ProbeTask(name=name, features="encoder", targets=[name], shift=0))
-        tasks.append(ProbeTask(name=f"{name}_pred", features="predictor", targets=[name], shift=1))
-    return tasks
-
-
-class ProbeConfig(BaseModel):
-    """The recipe's ``[probe]`` table: tasks, probe types, baselines, checkpoints, data caps."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    tasks: list[ProbeTask] | Literal["breakout"] | None = Field(
-        default=None,
-        description="Tasks as a list of {name, features, targets, shift}; 'breakout' for the six reference tasks; "
-        "omitted: every store label from the encoder (shift 0) and the predictor (shift 1).")
-    probes: list[str] = Field(default_factory=lambda: ["mlp", "linear"], description="Registered probe names to fit on every task.")
-    probe_params: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Extra factory parameters per probe name, e.g. {mlp = {max_epochs = 50}}.")
-    baselines: list[Literal["static", "random_init", "patch_mean", "raw_pixels"]] = Field(
-        default_factory=lambda: ["static", "random_init", "patch_mean", "raw_pixels"],
-        description="'static': copy the label at t as the label at t+max(shift,1); 'random_init': the same architecture "
-        "freshly initialised; 'patch_mean': patch-token mean instead of CLS (encoders with a `pooling` attribute); "
-        "'raw_pixels': ridge on downsampled grey frames (raw state vectors for state stores).")
-    checkpoints: Literal["all", "last"] | list[str] = Field(
-        default="all", description="Checkpoints to probe: 'all', 'last', or labels such as ['epoch_1', 'epoch_10'].")
-    use_test_store: bool = Field(
-        default=True, description="Evaluate on the recipe's `test` store when it has one (else on the `holdout` split).")
-    window: int | None = Field(default=None, ge=2, description="Frames per probing window; default: the recipe's data.window.")
-    frame: int | None = Field(default=None, ge=0, description="Index t of the probed frame in the window; default window-2 (the last context frame).")
-    max_train_rows: int = Field(default=20000, ge=2, description="Cap on training-split windows used to fit probes.")
-    max_eval_rows: int = Field(default=10000, ge=2, description="Cap on windows per evaluation split (val, test).")
-    batch_size: int = Field(default=64, ge=1, description="Windows per batch during feature extraction.")
-    raw_pixels_size: list[int] = Field(default_factory=lambda: [32, 40], min_length=2, max_length=2,
-                                       description="Height and width of the grey frames of the raw-pixel baseline.")
-    seed: int = Field(default=0, description="Seed of every probe (initialisation and minibatch order).")
-
-    @field_validator("probes")
-    @classmethod
-    def _probes_not_empty(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("at least one probe is needed")
-        return v
-
-    def resolved_tasks(self, label_names: Sequence[str] | None = None) -> list[ProbeTask]:
-        """The task list with presets expanded; checks target names when the labels are known."""
-        if self.tasks is None:
-            if label_names is None:
-                raise WMUsageError("probe.tasks: not set and the store's labels are unknown")
-            tasks = default_tasks_for_labels(label_names)
-        elif isinstance(self.tasks, str):
-            tasks = TASK_PRESETS[self.tasks]()
-        else:
-            tasks = list(self.tasks)
-        if not tasks:
-            raise WMUsageError("probe.tasks: no tasks (the store has no labels/<name> arrays?)")
-        names = [t.name for t in tasks]
-        if len(set(names)) != len(names):
-            raise WMUsageError(f"probe.tasks: duplicate task names in {names}")
-        if label_names is not None:
-            known = set(label_names)
-            for t in tasks:
-                missing = [x for x in t.targets if x not in known]
-                if missing:
-                    raise WMUsageError(f"probe task '{t.name}': unknown label(s) {missing}; "
-                                       f"the store has: {', '.join(sorted(known)) or '(none)'}")
-        return tasks

@@ -1,14 +1,17 @@
 """Frozen features for probing: one pass over the windows per checkpoint.
 
-A window holds L frames. The probed frame is t (default L-2, the last context frame:
-the predictor's output there predicts frame t+1, which is still inside the window,
-so ``shift = 1`` targets exist). Per window we keep:
+A window holds L frames, ``frameskip`` env steps apart. The probed frame is t (default
+L-2, the last context frame: the predictor's output there predicts frame t+1, still
+inside the window). Per window we keep:
 
 - ``encoder``: encoder features at t (``encoder.features`` when the encoder has it,
   e.g. LeWM's pre-projector CLS; else the encoder output),
 - ``predictor``: the predictor output at position t, given frames and actions 0..t,
 - ``action``: the float action block at t (``encoder+action`` = encoder ++ action),
-- every ``labels/<name>`` at all L frames, so any task's shift is a column lookup,
+- every ``labels/<name>`` at env steps 0..G after frame t (G = the largest offset
+  asked for), read from the store rows themselves, so a task's offset in env steps
+  is a column lookup whatever the frameskip; NaN past the episode's end,
+- the episode of each window (the bootstrap resamples episodes),
 - optionally raw observations at t-1 and t (downsampled grey pixels, or raw states)
   for the raw-pixel baseline.
 
@@ -34,9 +37,11 @@ class FeatureSet:
 
     frame: int  # probed frame index t within the window
     window: int  # frames per window L
+    frameskip: int = 1  # env steps between window frames
     features: dict[str, np.ndarray] = field(default_factory=dict)  # "encoder" | "predictor" | "action" -> [N, D]
-    labels: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [N, L]
+    labels: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [N, G+1]: label at env step t+g
     raw: dict[str, np.ndarray] = field(default_factory=dict)  # "t", "prev" -> [N, P] raw observations
+    episodes: np.ndarray | None = None  # [N] episode of each window (None: unknown)
 
     @property
     def n(self) -> int:
@@ -61,17 +66,55 @@ class FeatureSet:
         return np.concatenate([self.raw["t"], self.raw["t"] - self.raw["prev"]], axis=1)
 
 
-def resolve_frame(window: int, frame: int | None, tasks: list[ProbeTask], need_next: bool = False) -> int:
-    """Frame index t (default L-2) after checking every task's target frame is in the window."""
+def resolve_frame(window: int, frame: int | None) -> int:
+    """Frame index t (default L-2, the last context frame), checked to lie in the window."""
     t = window - 2 if frame is None else frame
     if t < 0 or t >= window:
         raise WMUsageError(f"probe.frame: {t} is outside a window of {window} frames")
-    for task in tasks:
-        reach = t + max(task.shift, 1 if need_next else 0)
-        if reach >= window:
-            raise WMUsageError(f"probe task '{task.name}': frame t+{max(task.shift, 1)} = {reach} is past the "
-                               f"window of {window} frames (raise probe.window or lower probe.frame)")
     return t
+
+
+class _StepLabels:
+    """Labels at env steps 0..max_offset after each window's probed frame.
+
+    From the store rows when the sampler has a store and its batches say where each
+    window starts (``episode``, ``t0``, as WindowSampler's do); otherwise from the
+    window's own frames, which only reach multiples of the frameskip.
+    """
+
+    def __init__(self, sampler, frame: int, window: int, max_offset: int):
+        self.store = getattr(sampler, "store", None)
+        self.frameskip = int(getattr(sampler, "frameskip", 1))
+        self.frame, self.window = frame, window
+        self.offsets = np.arange(max_offset + 1)
+        self._columns: dict[str, np.ndarray] = {}
+
+    def _column(self, name: str) -> np.ndarray:
+        if name not in self._columns:  # labels are small: one read of the whole column
+            self._columns[name] = np.asarray(self.store.read(f"labels/{name}", 0, self.store.num_frames), np.float32)
+        return self._columns[name]
+
+    def __call__(self, batch: dict, take: int) -> dict[str, np.ndarray]:
+        names = [k[len("labels/"):] for k in batch if k.startswith("labels/")]
+        if self.store is not None and "episode" in batch and "t0" in batch:
+            ep = np.asarray(batch["episode"][:take], np.int64)
+            local = np.asarray(batch["t0"][:take], np.int64)[:, None] + self.frame * self.frameskip + self.offsets[None]
+            length = np.asarray(self.store.episode_lengths)[ep][:, None]
+            rows = np.asarray(self.store.episode_starts)[ep][:, None] + np.minimum(local, length - 1)
+            past_end = local >= length
+            out = {}
+            for n in names:
+                values = self._column(n)[rows]
+                values[past_end] = np.nan
+                out[n] = values
+            return out
+        steps = self.offsets
+        bad = [int(g) for g in steps if g % self.frameskip or self.frame + g // self.frameskip >= self.window]
+        if bad:
+            raise WMUsageError(f"probe: this sampler gives labels at window frames only ({self.frameskip} env steps "
+                               f"apart, frames {self.frame}..{self.window - 1} after t); offsets {bad} are unreachable")
+        cols = self.frame + steps // self.frameskip
+        return {n: np.asarray(batch[f"labels/{n}"][:take], np.float32)[:, cols] for n in names}
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -103,7 +146,7 @@ def _batches(sampler, batch_size: int, max_rows: int | None):
 
 def extract_features(model, sampler, kinds, frame: int, window: int, *, batch_size: int = 64,
                      max_rows: int | None = None, device=None, pooling: str | None = None,
-                     raw_size: tuple[int, int] | None = None) -> FeatureSet:
+                     raw_size: tuple[int, int] | None = None, max_offset: int = 1) -> FeatureSet:
     """One pass over ``sampler.iter_batches(batch_size)``: features of ``kinds`` plus all labels.
 
     Args:
@@ -114,6 +157,7 @@ def extract_features(model, sampler, kinds, frame: int, window: int, *, batch_si
         max_rows: stop after this many windows.
         pooling: temporarily set ``model.encoder.pooling`` (the patch-mean baseline).
         raw_size: (H, W) to also keep raw frames t-1 and t for the raw-pixel baseline.
+        max_offset: labels are kept at env steps t .. t + max_offset.
     """
     import torch
 
@@ -122,7 +166,8 @@ def extract_features(model, sampler, kinds, frame: int, window: int, *, batch_si
     kinds = set(kinds)
     need_enc = bool(kinds & {"encoder", "encoder+action"})
     need_pred = "predictor" in kinds
-    fs = FeatureSet(frame=frame, window=window)
+    step_labels = _StepLabels(sampler, frame, window, max_offset)
+    fs = FeatureSet(frame=frame, window=window, frameskip=step_labels.frameskip)
     chunks: dict[str, list[np.ndarray]] = {}
 
     def keep(key: str, value) -> None:
@@ -145,9 +190,10 @@ def extract_features(model, sampler, kinds, frame: int, window: int, *, batch_si
                     break
                 if batch["obs"].shape[1] != window:
                     raise WMUsageError(f"probe: sampler gave windows of {batch['obs'].shape[1]} frames, expected {window}")
-                for key, value in batch.items():
-                    if key.startswith("labels/"):
-                        keep(key, np.asarray(value)[:take])
+                for name, value in step_labels(batch, take).items():
+                    keep(f"labels/{name}", value)
+                if "episode" in batch:
+                    chunks.setdefault("episodes", []).append(np.asarray(batch["episode"][:take], np.int64))
                 if raw_size is not None:
                     obs_np = np.asarray(batch["obs"][:take])
                     keep("raw/t", _raw_frames(obs_np, frame, raw_size))
@@ -175,6 +221,8 @@ def extract_features(model, sampler, kinds, frame: int, window: int, *, batch_si
             model.train(was_training)
     if rows == 0:
         raise WMUsageError("probe: the split has no windows (too few or too short episodes?)")
+    episodes = chunks.pop("episodes", None)
+    fs.episodes = np.concatenate(episodes) if episodes else None
     for key, parts in chunks.items():
         group, name = key.split("/", 1)
         target = {"labels": fs.labels, "raw": fs.raw, "feat": fs.features}[group]
@@ -182,26 +230,31 @@ def extract_features(model, sampler, kinds, frame: int, window: int, *, batch_si
     return fs
 
 
-def task_rows(fs: FeatureSet, task: ProbeTask, x: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) of a task: targets at frame t+shift; rows with a NaN target (or feature) are dropped."""
+def task_rows(fs: FeatureSet, task: ProbeTask, x: np.ndarray | None = None):
+    """(x, y, episodes) of a task: targets ``task.offset`` env steps after frame t; rows with a
+    NaN target (or feature) are dropped, never filled. ``episodes`` is None when unknown."""
     if x is None:
         x = fs.matrix(task.features)
+    y = _labels_at(fs, task, task.offset)
+    ok = np.isfinite(y).all(axis=1) & np.isfinite(x).all(axis=1)
+    return x[ok], y[ok], (fs.episodes[ok] if fs.episodes is not None else None)
+
+
+def persistence_rows(fs: FeatureSet, task: ProbeTask, gap: int):
+    """(truth, prediction, episodes) of the static baseline: the labels ``gap`` env steps after
+    frame t predicted by the labels at t (the published "copy t as t+1" with gap 1)."""
+    truth = _labels_at(fs, task, gap)
+    pred = _labels_at(fs, task, 0)
+    ok = np.isfinite(truth).all(axis=1) & np.isfinite(pred).all(axis=1)
+    return truth[ok], pred[ok], (fs.episodes[ok] if fs.episodes is not None else None)
+
+
+def _labels_at(fs: FeatureSet, task: ProbeTask, offset: int) -> np.ndarray:
     missing = [n for n in task.targets if n not in fs.labels]
     if missing:
         raise WMUsageError(f"probe task '{task.name}': unknown label(s) {missing}; "
                            f"the store has: {', '.join(sorted(fs.labels)) or '(none)'}")
-    y = np.stack([fs.labels[n][:, fs.frame + task.shift] for n in task.targets], axis=1)
-    ok = np.isfinite(y).all(axis=1) & np.isfinite(x).all(axis=1)
-    return x[ok], y[ok]
-
-
-def persistence_rows(fs: FeatureSet, task: ProbeTask) -> tuple[np.ndarray, np.ndarray]:
-    """(truth, prediction) of the static baseline: labels at t+h predicted by labels at t, h = max(shift, 1).
-
-    For shift-0 tasks this is "copy frame t as frame t+1", the reference's static baseline.
-    """
-    h = max(task.shift, 1)
-    truth = np.stack([fs.labels[n][:, fs.frame + h] for n in task.targets], axis=1)
-    pred = np.stack([fs.labels[n][:, fs.frame] for n in task.targets], axis=1)
-    ok = np.isfinite(truth).all(axis=1) & np.isfinite(pred).all(axis=1)
-    return truth[ok], pred[ok]
+    reach = next(iter(fs.labels.values())).shape[1] - 1
+    if offset > reach:
+        raise WMUsageError(f"probe task '{task.name}': offset {offset} env steps, but labels were kept up to {reach}")
+    return np.stack([fs.labels[n][:, offset] for n in task.targets], axis=1)

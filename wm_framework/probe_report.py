@@ -1,17 +1,21 @@
-"""The probing study: every checkpoint x task x probe, the baselines, and the report.
+"""The probing study: every checkpoint x task x probe, the baselines, and the stage glue.
 
 ``probe_study`` works on plain objects (model loaders, samplers, probe factories) so
 it is testable without a run directory; ``run_probe_stage`` wires it to a
 ``RunContext`` and writes ``probes.json``, ``results.json["probes"]``, the report
-section and ``plots/probe_r2.png``.
+section and ``plots/probe_r2.png`` (tables and plot: ``probe_tables.py``).
 
 Features are extracted once per checkpoint (one pass per split, all tasks share
 it); then every probe is fitted on every task. Baselines go through the same code:
 
-- ``static``: the label at t copied as the label at t + max(shift, 1) (no model),
+- ``static``: the label at t copied as the label at t + gap, gap = the task's offset
+  (``protocol_gap`` env steps for offset-0 tasks) and, as a second column, the
+  model's own gap (``data.frameskip`` env steps),
 - ``random_init``: the same architecture freshly initialised,
 - ``patch_mean``: the last checkpoint with ``encoder.pooling = "mean"`` (encoder tasks),
 - ``raw_pixels``: ridge regression on downsampled grey frames (raw states for state stores).
+
+Every R^2 carries n (rows and episodes) and a bootstrap 95% interval (``probe_stats``).
 """
 
 from __future__ import annotations
@@ -21,38 +25,19 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from wm_framework.errors import WMUsageError
-from wm_framework.probe import ProbeConfig, ProbeTask, make_linear_probe, make_mlp_probe, make_ridge_probe, r2_score
+from wm_framework.probe import ProbeConfig, ProbeTask, make_linear_probe, make_mlp_probe, make_ridge_probe
 from wm_framework.probe_features import FeatureSet, extract_features, persistence_rows, resolve_frame, task_rows
-
-# Published test R^2 of the LeWM Breakout probing study (REFERENCE §2), by epoch.
-PUBLISHED = {
-    "mlp": {
-        "ball_pos": {1: 0.178, 10: 0.306, 25: 0.212, 50: 0.234, 100: 0.272},
-        "ball_vel": "< 0 (-0.22..-0.31)",
-        "ball_pos_pred": {1: 0.131, 10: 0.243, 25: 0.230, 50: 0.226, 100: 0.253},
-        "ball_vel_pred": "< 0",
-        "paddle_pos": {1: -0.253, 10: -0.548, 25: -0.370, 50: -0.562, 100: 0.319},
-        "paddle_pos_act": {100: 0.456},
-    },
-    "linear": {"ball_pos": {100: 0.301}, "ball_pos_pred": {100: 0.276}, "paddle_pos": {100: 0.478},
-               "paddle_pos_act": {100: 0.607}},
-    "static": {"ball_pos": 0.955, "ball_vel": 0.821, "paddle_pos": 0.778},
-    "random_init": {"ball_pos": -0.351},
-}
+from wm_framework.probe_stats import score
+# Re-exported: the tables and the plot used to live in this module.
+from wm_framework.probe_tables import PUBLISHED, plot_r2_vs_epoch, report_markdown, summarize  # noqa: F401
 
 BUILTIN_PROBES = {"linear": make_linear_probe, "mlp": make_mlp_probe, "ridge": make_ridge_probe}
 EVAL_SPLITS = ("val", "test")
 
 
-def _scores(y: np.ndarray, pred: np.ndarray, targets: Sequence[str]) -> dict | None:
-    if len(y) < 2:
-        return None
-    r2, per_dim = r2_score(y, pred)
-    return {"r2": r2, "r2_per_dim": dict(zip(targets, per_dim)), "n": int(len(y))}
-
-
 def fit_task_probes(feats: dict[str, FeatureSet], tasks: Sequence[ProbeTask], probe_factories: dict[str, Callable],
-                    matrix: Callable[[FeatureSet, str], np.ndarray] | None = None) -> dict:
+                    matrix: Callable[[FeatureSet, str], np.ndarray] | None = None, n_boot: int = 200,
+                    seed: int = 0) -> dict:
     """Fit each probe on each task (train split, early stopping on val); R^2 on val and test.
 
     ``matrix(fs, kind)`` picks the feature matrix (default ``fs.matrix``; the raw-pixel
@@ -62,30 +47,44 @@ def fit_task_probes(feats: dict[str, FeatureSet], tasks: Sequence[ProbeTask], pr
     out: dict[str, Any] = {}
     for task in tasks:
         rows = {split: task_rows(fs, task, pick(fs, task.features)) for split, fs in feats.items()}
-        x_tr, y_tr = rows["train"]
+        x_tr, y_tr, _ = rows["train"]
         if len(y_tr) < 2:
             out[task.name] = {"skipped": "fewer than 2 training rows with finite targets"}
             continue
-        x_va, y_va = rows.get("val", (None, None))
+        x_va, y_va, _ = rows.get("val", (None, None, None))
         per_probe = {}
         for name, factory in probe_factories.items():
             probe = factory()
             entry: dict[str, Any] = {"fit": probe.fit(x_tr, y_tr, x_va, y_va)}
             for split in EVAL_SPLITS:
                 if split in rows:
-                    x, y = rows[split]
-                    entry[split] = _scores(y, probe.predict(x), task.targets) if len(y) else None
+                    x, y, groups = rows[split]
+                    entry[split] = score(y, probe.predict(x), task.targets, groups, n_boot, seed) if len(y) else None
             per_probe[name] = entry
         out[task.name] = per_probe
     return out
 
 
-def static_baseline(feats: dict[str, FeatureSet], tasks: Sequence[ProbeTask]) -> dict:
-    """R^2 of copying the label at t as the label at t + max(shift, 1), per task and eval split."""
+def static_gap(task: ProbeTask, protocol_gap: int) -> int:
+    """Env steps the static baseline copies across: the task's offset, or the protocol's t+1."""
+    return task.offset if task.offset > 0 else protocol_gap
+
+
+def static_baseline(feats: dict[str, FeatureSet], tasks: Sequence[ProbeTask], protocol_gap: int = 1,
+                    gap: int | None = None, n_boot: int = 200, seed: int = 0) -> dict:
+    """R^2 of copying the label at t as the label at t + gap, per task and eval split.
+
+    ``gap`` None: each task's own (:func:`static_gap`); an int: that gap for every task.
+    """
     out = {}
     for task in tasks:
-        out[task.name] = {split: _scores(*persistence_rows(feats[split], task), task.targets)
-                          for split in EVAL_SPLITS if split in feats}
+        g = static_gap(task, protocol_gap) if gap is None else gap
+        entry: dict[str, Any] = {"gap": g}
+        for split in EVAL_SPLITS:
+            if split in feats:
+                truth, pred, groups = persistence_rows(feats[split], task, g)
+                entry[split] = score(truth, pred, task.targets, groups, n_boot, seed)
+        out[task.name] = entry
     return out
 
 
@@ -93,47 +92,71 @@ def probe_study(checkpoints: Sequence[dict], samplers: dict, tasks: Sequence[Pro
                 probe_factories: dict[str, Callable], *, window: int, frame: int | None = None,
                 baselines: Sequence[str] = (), random_model: Callable | None = None, batch_size: int = 64,
                 max_rows: dict[str, int] | None = None, raw_size: tuple[int, int] = (32, 40), device=None,
+                protocol_gap: int = 1, model_gap: int | None = None, n_boot: int = 200, seed: int = 0,
                 log: Callable[[str], None] = lambda msg: None) -> dict:
     """Run the whole study on plain objects.
 
     Args:
         checkpoints: ``[{"label", "step", "epoch", "load": () -> WorldModel}]`` in training order.
         samplers: ``{"train", "val", "test"} -> object with iter_batches(batch_size)``.
-        tasks: the probing tasks.
+        tasks: the probing tasks (offsets in env steps).
         probe_factories: name -> zero-argument callable building a fresh probe.
         window, frame: window length L and probed frame t (default L-2).
         baselines: subset of static, random_init, patch_mean, raw_pixels.
         random_model: () -> freshly initialised WorldModel (for random_init).
         max_rows: per-split caps on windows.
+        protocol_gap: env steps of the published "t+1" (the static baseline of offset-0 tasks).
+        model_gap: the world model's own gap in env steps (data.frameskip): a second static
+            column when it differs from the protocol gap; None: no second column.
+        n_boot, seed: bootstrap resamples and seed of every R^2 interval.
     """
-    frame = resolve_frame(window, frame, list(tasks), need_next="static" in baselines)
+    frame = resolve_frame(window, frame)
     kinds = {t.features for t in tasks}
     caps = max_rows or {}
+    second_static = "static" in baselines and model_gap is not None and model_gap != protocol_gap
+    reach = [t.offset for t in tasks]
+    if "static" in baselines:
+        reach += [static_gap(t, protocol_gap) for t in tasks] + ([model_gap] if second_static else [])
+    max_offset = max(reach, default=0)
     result: dict[str, Any] = {"window": window, "frame": frame, "tasks": [t.model_dump() for t in tasks],
+                              "gaps": {"protocol": protocol_gap, "model": model_gap},
                               "probes": list(probe_factories), "checkpoints": [], "baselines": {}, "notes": []}
 
     def features(model, kinds_, pooling=None, raw=False) -> dict[str, FeatureSet]:
         return {split: extract_features(model, s, kinds_, frame, window, batch_size=batch_size, max_rows=caps.get(split),
-                                        device=device, pooling=pooling, raw_size=raw_size if raw else None)
+                                        device=device, pooling=pooling, raw_size=raw_size if raw else None,
+                                        max_offset=max_offset)
                 for split, s in samplers.items()}
 
-    baseline_only_pass = not checkpoints and ("static" in baselines or "raw_pixels" in baselines)
+    def fit(feats, tasks_, factories=None, matrix=None):
+        return fit_task_probes(feats, tasks_, factories or probe_factories, matrix, n_boot, seed)
+
+    def label_baselines(feats) -> None:
+        """Baselines that need no model: static persistence and the raw-pixel ridge probe."""
+        if "static" in baselines:
+            result["baselines"]["static"] = static_baseline(feats, tasks, protocol_gap, None, n_boot, seed)
+        if second_static:
+            result["baselines"]["static_model_gap"] = static_baseline(feats, tasks, protocol_gap, model_gap,
+                                                                      n_boot, seed)
+        if "raw_pixels" in baselines:
+            result["baselines"]["raw_pixels"] = fit(feats, tasks, {"ridge": make_ridge_probe},
+                                                    lambda fs, kind: fs.raw_matrix(kind))
+
     first = True
     for i, ck in enumerate(checkpoints):
         log(f"probe: checkpoint {ck['label']} ({i + 1}/{len(checkpoints)})")
         model = ck["load"]()
         feats = features(model, kinds, raw=first and "raw_pixels" in baselines)
-        tasks_res = fit_task_probes(feats, tasks, probe_factories)
         result["checkpoints"].append({"label": ck["label"], "step": ck.get("step"), "epoch": ck.get("epoch"),
-                                      "tasks": tasks_res})
+                                      "tasks": fit(feats, tasks)})
         if first:
-            _label_baselines(result, feats, tasks, baselines)
+            label_baselines(feats)
             first = False
         if i == len(checkpoints) - 1 and "patch_mean" in baselines:
-            _patch_mean(result, model, features, tasks, probe_factories, ck["label"])
+            _patch_mean(result, model, features, tasks, fit, ck["label"])
         del model, feats
-    if baseline_only_pass:
-        _label_baselines(result, features(None, set(), raw="raw_pixels" in baselines), tasks, baselines)
+    if not checkpoints and ("static" in baselines or "raw_pixels" in baselines):
+        label_baselines(features(None, set(), raw="raw_pixels" in baselines))
     if "patch_mean" in baselines and not checkpoints:
         result["notes"].append("patch_mean: skipped (no checkpoint to probe)")
     if "random_init" in baselines:
@@ -141,20 +164,11 @@ def probe_study(checkpoints: Sequence[dict], samplers: dict, tasks: Sequence[Pro
             result["notes"].append("random_init: skipped (no way to build a fresh model)")
         else:
             log("probe: random-init baseline")
-            result["baselines"]["random_init"] = fit_task_probes(features(random_model(), kinds), tasks, probe_factories)
+            result["baselines"]["random_init"] = fit(features(random_model(), kinds), tasks)
     return result
 
 
-def _label_baselines(result: dict, feats: dict[str, FeatureSet], tasks, baselines) -> None:
-    """Baselines that need no model: static persistence and the raw-pixel ridge probe."""
-    if "static" in baselines:
-        result["baselines"]["static"] = static_baseline(feats, tasks)
-    if "raw_pixels" in baselines:
-        result["baselines"]["raw_pixels"] = fit_task_probes(
-            feats, tasks, {"ridge": make_ridge_probe}, matrix=lambda fs, kind: fs.raw_matrix(kind))
-
-
-def _patch_mean(result: dict, model, features, tasks, probe_factories, label: str) -> None:
+def _patch_mean(result: dict, model, features, tasks, fit, label: str) -> None:
     enc_tasks = [t for t in tasks if t.features != "predictor"]
     if not hasattr(model.encoder, "pooling"):
         result["notes"].append("patch_mean: skipped (the encoder has no `pooling` attribute)")
@@ -163,7 +177,7 @@ def _patch_mean(result: dict, model, features, tasks, probe_factories, label: st
         result["notes"].append("patch_mean: skipped (no encoder tasks)")
         return
     feats = features(model, {t.features for t in enc_tasks}, pooling="mean")
-    result["baselines"]["patch_mean"] = {"checkpoint": label, "tasks": fit_task_probes(feats, enc_tasks, probe_factories)}
+    result["baselines"]["patch_mean"] = {"checkpoint": label, "tasks": fit(feats, enc_tasks)}
     result["notes"].append(f"patch_mean: encoder tasks only, checkpoint {label}")
 
 
@@ -202,6 +216,7 @@ def select_checkpoints(infos: list, wanted) -> list:
 
 
 def _test_sampler(ctx, cfg: ProbeConfig, window: int, test_store) -> tuple[Any, str]:
+    """The evaluation sampler and a truthful name for it."""
     if test_store is not None:
         from wm_framework.data.sampler import WindowSampler
         from wm_framework.data.store import EpisodeStore
@@ -209,21 +224,31 @@ def _test_sampler(ctx, cfg: ProbeConfig, window: int, test_store) -> tuple[Any, 
         store = EpisodeStore.open(str(test_store))
         d = ctx.recipe.data
         return WindowSampler(store, np.arange(store.num_episodes), window, d.frameskip, mode=d.mode), f"store {test_store}"
-    if cfg.use_test_store and ctx.stores().get("test") is not None:
-        return ctx.sampler("test", window), f"test store {ctx.recipe.data.test}"
-    split = "holdout" if len(ctx.splits()["holdout"]) else "val"
-    note = "holdout split" if split == "holdout" else "val split (no test store and no holdout policies)"
+    wanted = "test" if cfg.use_test_store else ("holdout" if len(ctx.splits()["holdout"]) else "val")
+    split, note = ctx.resolve_split(wanted)
     return ctx.sampler(split, window), note
+
+
+def train_test_overlap(train, test, window: int, frameskip: int):
+    """Windows of the evaluation sampler that also occur in the training split, or None when
+    the samplers do not say which store episodes they read."""
+    if not all(hasattr(s, "store") and hasattr(s, "episodes") for s in (train, test)):
+        return None
+    from wm_framework.data.overlap import window_overlap  # lazy: hashing code is only needed here
+
+    return window_overlap(train.store, test.store, window, frameskip,
+                          episodes_a=train.episodes, episodes_b=test.episodes)
 
 
 def run_probe_stage(ctx, cfg: ProbeConfig, checkpoints=None, test_store=None) -> dict:
     """Probe a run's checkpoints; write probes.json, results.json["probes"], the report and the plot."""
-    from wm_framework.train.checkpoint import atomic_write_json
+    from wm_framework.atomic import atomic_write_json
 
     if ctx.recipe.data is None:
         raise WMUsageError("probe: the recipe has no [data] section")
     window = cfg.window or ctx.recipe.data.window
-    tasks = cfg.resolved_tasks(ctx.stores()["train"].label_names)
+    frameskip = int(ctx.recipe.data.frameskip)
+    tasks = cfg.resolved_tasks(ctx.stores()["train"].label_names, frameskip)
     test, test_note = _test_sampler(ctx, cfg, window, test_store)
     samplers = {"train": ctx.sampler("train", window), "val": ctx.sampler("val", window), "test": test}
     infos = select_checkpoints(ctx.checkpoints(), checkpoints if checkpoints else cfg.checkpoints)
@@ -233,8 +258,13 @@ def run_probe_stage(ctx, cfg: ProbeConfig, checkpoints=None, test_store=None) ->
         cks, samplers, tasks, probe_factories_for(cfg), window=window, frame=cfg.frame, baselines=cfg.baselines,
         random_model=lambda: ctx.build_model().to(ctx.device), batch_size=cfg.batch_size,
         max_rows={"train": cfg.max_train_rows, "val": cfg.max_eval_rows, "test": cfg.max_eval_rows},
-        raw_size=tuple(cfg.raw_pixels_size), device=ctx.device, log=print)
+        raw_size=tuple(cfg.raw_pixels_size), device=ctx.device, protocol_gap=cfg.protocol_gap,
+        model_gap=frameskip if cfg.model_gap else None, n_boot=cfg.bootstrap, seed=cfg.seed, log=print)
     result["test_set"] = test_note
+    if cfg.overlap:
+        overlap = train_test_overlap(samplers["train"], test, window, frameskip)
+        if overlap is not None:
+            result["overlap"] = {**overlap.to_json(), "describe": overlap.describe()}
     if not infos:
         result["notes"].append("no checkpoints found: only baselines were run")
     atomic_write_json(ctx.path / "probes.json", result)
@@ -242,134 +272,3 @@ def run_probe_stage(ctx, cfg: ProbeConfig, checkpoints=None, test_store=None) ->
     plot = plot_r2_vs_epoch(result, ctx.plots_dir / "probe_r2.png")
     ctx.write_report_section("probe", "Probes", report_markdown(result, plot_name=plot.name if plot else None))
     return result
-
-
-# ----------------------------------------------------------------------------- summary + markdown
-def _test_r2(entry: dict | None, split: str = "test") -> float | None:
-    if not entry or entry.get(split) is None:
-        return None
-    return entry[split]["r2"]
-
-
-def summarize(result: dict) -> dict:
-    """Compact figures for results.json: test R^2 by task, probe and checkpoint, plus baselines."""
-    out: dict[str, Any] = {"test_set": result.get("test_set"), "tasks": {}, "baselines": {}}
-    for ck in result["checkpoints"]:
-        for task, probes in ck["tasks"].items():
-            for probe, entry in probes.items() if "skipped" not in probes else []:
-                out["tasks"].setdefault(task, {}).setdefault(probe, {})[ck["label"]] = _test_r2(entry)
-    b = result["baselines"]
-    for task, splits in b.get("static", {}).items():
-        out["baselines"].setdefault("static", {})[task] = (splits.get("test") or {}).get("r2")
-    for name in ("random_init", "raw_pixels"):
-        for task, probes in b.get(name, {}).items():
-            if "skipped" not in probes:
-                out["baselines"].setdefault(name, {})[task] = {p: _test_r2(e) for p, e in probes.items()}
-    for task, probes in b.get("patch_mean", {}).get("tasks", {}).items():
-        if "skipped" not in probes:
-            out["baselines"].setdefault("patch_mean", {})[task] = {p: _test_r2(e) for p, e in probes.items()}
-    return out
-
-
-def _fmt(x) -> str:
-    return "—" if x is None else f"{x:+.3f}"
-
-
-def _published(probe: str, task: str) -> str:
-    ref = PUBLISHED.get(probe, {}).get(task)
-    if ref is None:
-        return ""
-    if isinstance(ref, str):
-        return ref
-    return " / ".join(f"ep{e}: {v:+.3f}" for e, v in ref.items())
-
-
-def report_markdown(result: dict, plot_name: str | None = None) -> str:
-    """Tables tasks x checkpoints per probe type (test R^2), baselines and published numbers."""
-    tasks = [t["name"] for t in result["tasks"]]
-    ck_labels = [c["label"] for c in result["checkpoints"]]
-    b = result["baselines"]
-    lines = [f"Test set: {result.get('test_set', 'test')}. Probed frame t = {result['frame']} of "
-             f"{result['window']}-frame windows; R^2 averaged over target dims (per dim in probes.json).", ""]
-    for probe in result["probes"]:
-        extra = [h for h, key in (("random init", "random_init"), ("patch mean", "patch_mean")) if key in b]
-        head = ["task"] + ck_labels + extra + ["published (LeWM)"]
-        lines += [f"### {probe} probe, test R^2", "", "| " + " | ".join(head) + " |",
-                  "|" + "---|" * len(head)]
-        for task in tasks:
-            row = [task]
-            for ck in result["checkpoints"]:
-                row.append(_fmt(_test_r2(ck["tasks"].get(task, {}).get(probe))))
-            if "random_init" in b:
-                row.append(_fmt(_test_r2(b["random_init"].get(task, {}).get(probe))))
-            if "patch_mean" in b:
-                row.append(_fmt(_test_r2(b["patch_mean"]["tasks"].get(task, {}).get(probe))))
-            row.append(_published(probe, task))
-            lines.append("| " + " | ".join(row) + " |")
-        lines.append("")
-    if "static" in b or "raw_pixels" in b:
-        lines += ["### Baselines without a model, test R^2", "",
-                  "| task | static (copy t as t+max(shift,1)) | raw pixels (ridge) | published static |", "|---|---|---|---|"]
-        for task in tasks:
-            static = (b.get("static", {}).get(task, {}).get("test") or {}).get("r2")
-            raw = _test_r2(b.get("raw_pixels", {}).get(task, {}).get("ridge"))
-            pub = PUBLISHED["static"].get(task)
-            lines.append(f"| {task} | {_fmt(static)} | {_fmt(raw)} | {'' if pub is None else f'{pub:+.3f}'} |")
-        lines.append("")
-    if PUBLISHED["random_init"]:
-        lines.append("Published random-encoder baseline: " +
-                     ", ".join(f"{k} {v:+.3f}" for k, v in PUBLISHED["random_init"].items()) + ".")
-    for note in result.get("notes", []):
-        lines.append(f"- {note}")
-    if plot_name:
-        lines += ["", f"![probe R^2 vs epoch](plots/{plot_name})"]
-    return "\n".join(lines) + "\n"
-
-
-def plot_r2_vs_epoch(result: dict, path) -> "Path | None":
-    """One panel per task: test R^2 against training epoch for each probe, baselines dashed."""
-    from pathlib import Path
-
-    cks = result["checkpoints"]
-    tasks = [t["name"] for t in result["tasks"]]
-    if not cks or not tasks:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    xs = [c["epoch"] if c.get("epoch") is not None else c.get("step", i) for i, c in enumerate(cks)]
-    cols = min(3, len(tasks))
-    rows = (len(tasks) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    b = result["baselines"]
-    for ax, task in zip(axes.flat, tasks):
-        for probe in result["probes"]:
-            ys = [_test_r2(c["tasks"].get(task, {}).get(probe)) for c in cks]
-            ys = [np.nan if y is None else y for y in ys]
-            ax.plot(xs, ys, marker="o", label=probe)
-            ref = PUBLISHED.get(probe, {}).get(task)
-            if isinstance(ref, dict):
-                ax.plot(list(ref), list(ref.values()), linestyle="none", marker="x", label=f"{probe} (published)")
-        static = (b.get("static", {}).get(task, {}).get("test") or {}).get("r2")
-        raw = _test_r2(b.get("raw_pixels", {}).get(task, {}).get("ridge"))
-        for value, name in ((static, "static"), (raw, "raw pixels")):
-            if value is not None:
-                ax.axhline(value, linestyle="--", linewidth=1, color="grey" if name == "static" else "tab:green",
-                           label=name)
-        ax.set_title(task)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("test R^2")
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)  # atomic: a crash never leaves a half-written plot
-    return path

@@ -1,4 +1,4 @@
-"""TOML recipes: schema, overrides, `--smoke`, sweeps and validation.
+"""TOML recipes: schema, overrides, named presets (`--preset cpu`, `--smoke`), sweeps and validation.
 
 A recipe is data, never code. It is validated before anything runs and every problem
 is reported at once as ``section.key: message``. Component tables ``{type = "NAME",
@@ -53,6 +53,7 @@ class DataConfig(_Strict):
     mode: Literal["auto", "ram", "cache"] = Field(default="auto", description="Window sampler mode: decode into RAM, rotating chunk cache, or auto.")
     collect: CollectConfig | None = Field(default=None, description="How to build `train` when it is missing.")
     collect_test: CollectConfig | None = Field(default=None, description="How to build `test` when it is missing.")
+    rebuild: bool = Field(default=False, description="Delete and collect again a store that was not built by its collect table (env, policies, seed); without it such a store stops the run.")
 
 
 class ModelConfig(_Strict):
@@ -68,6 +69,24 @@ class WandbConfig(_Strict):
 
     project: str = Field(default="wm-framework", description="W&B project.")
     mode: Literal["offline", "online", "disabled"] = Field(default="offline", description="W&B mode; offline works without a network.")
+
+
+class ProbeCurveConfig(_Strict):
+    """The learning curve measured during training (wm_framework/train/probe_curve.py)."""
+
+    every: int = Field(default=250, ge=1, description="Measure every N optimiser steps (and at step 0, the random initialisation).")
+    rows: int = Field(default=1500, ge=8, description="Frames in each fixed set: the training subset the ridge is fitted on, and the held-out set it is scored on.")
+
+
+class ViewsConfig(_Strict):
+    """Training-time pictures for models whose predictor returns observations (wm_framework/train/views.py)."""
+
+    images: bool = Field(default=True, description="Write images/step_<step>.png: context frames | predicted next frame | true next frame, one row per window.")
+    image_every: int | None = Field(default=None, ge=1, description="Image strip every N steps (and at the end); default: train.eval_every, one picture per validation instead of hundreds of files.")
+    image_windows: int = Field(default=4, ge=1, description="Rows of the image strip: fixed windows of the validation split (the training split when there is none).")
+    videos: bool = Field(default=True, description="At every validation write videos/rollout_step_<step>.mp4: open-loop rollouts, ground truth left, prediction right.")
+    video_horizon: int = Field(default=16, ge=1, description="Open-loop steps in each rollout video (after the model's context frames).")
+    video_windows: int = Field(default=4, ge=1, description="Rollouts in each video, one per row, from different episodes of the validation split.")
 
 
 class TrainConfig(_Strict):
@@ -95,6 +114,8 @@ class TrainConfig(_Strict):
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads (default: torch's choice).")
     tensorboard: bool = Field(default=True, description="Also log to TensorBoard when it is installed.")
     wandb: WandbConfig | None = Field(default=None, description="Log to Weights & Biases.")
+    probe_curve: ProbeCurveConfig | None = Field(default=None, description="Held-out ridge R^2 per label task and collapse diagnostics (predictor vs copy-last, dead dims, effective rank) every N steps, plotted into the report; off when absent.")
+    views: ViewsConfig = Field(default_factory=ViewsConfig, description="Image strips and open-loop rollout videos while training, for models that predict observations (latent-only models get none).")
 
 
 class SweepRun(_Strict):
@@ -113,7 +134,7 @@ class SweepConfig(_Strict):
     launcher: dict = Field(default_factory=lambda: {"type": "local"}, description="How the runs are executed: {type = NAME, ...params}; `local` runs them in sequence on CPU and spreads them over the visible GPUs (per_gpu runs each).")
 
 
-CORE_SECTIONS = ("name", "description", "seed", "stages", "data", "model", "train", "sweep", "smoke")
+CORE_SECTIONS = ("name", "description", "needs_gpu", "seed", "stages", "data", "model", "train", "sweep", "presets")
 
 
 class Recipe(_Strict):
@@ -129,7 +150,8 @@ class Recipe(_Strict):
     model: ModelConfig | None = Field(default=None, description="Model composition.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training loop.")
     sweep: SweepConfig | None = Field(default=None, description="Sweep expansion.")
-    smoke: dict[str, Any] = Field(default_factory=dict, description="Dotted overrides applied by --smoke.")
+    needs_gpu: bool = Field(default=False, description="Whether the recipe at full size (no preset) needs a GPU to finish in reasonable time; shown by `wm recipes list`.")
+    presets: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Named sets of dotted overrides: [presets.smoke], [presets.cpu], ...; `wm run R --preset NAME` (`--smoke` = `--preset smoke`).")
 
     @property
     def raw(self) -> dict:
@@ -201,14 +223,62 @@ def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
     return data
 
 
-def resolve(data: dict, overrides: dict[str, Any] | None = None, smoke: bool = False) -> dict:
-    """The recipe dict with --smoke overrides (if asked) and then command-line overrides."""
-    if smoke:
-        smoke_table = data.get("smoke", {})
-        if not isinstance(smoke_table, dict):
-            raise RecipeError(["smoke: must be a table of dotted overrides"])
-        data = apply_overrides(data, smoke_table)
+def preset_names(data: dict) -> list[str]:
+    """The presets a recipe declares, in file order."""
+    presets = data.get("presets", {})
+    return list(presets) if isinstance(presets, dict) else []
+
+
+def apply_preset(data: dict, preset: str) -> dict:
+    """The recipe with the dotted overrides of ``[presets.<preset>]`` applied."""
+    presets = data.get("presets", {})
+    if not isinstance(presets, dict) or not all(isinstance(v, dict) for v in presets.values()):
+        raise RecipeError(["presets: must hold tables of dotted overrides, [presets.NAME]"])
+    if preset not in presets:
+        known = ", ".join(presets) or "none"
+        close = difflib.get_close_matches(preset, list(presets), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise RecipeError([f"presets.{preset}: this recipe has no such preset{hint}; its presets: {known}"])
+    return apply_overrides(data, presets[preset])
+
+
+def resolve(data: dict, overrides: dict[str, Any] | None = None, smoke: bool = False,
+            preset: str | None = None) -> dict:
+    """The recipe dict with a preset's overrides (``--preset``; ``smoke=True`` means the
+    ``smoke`` preset) and then the command-line overrides, which win."""
+    if "smoke" in data and "presets" not in data:
+        raise RecipeError(["smoke: the [smoke] table is now [presets.smoke] (rename the table header)"])
+    if smoke and preset not in (None, "smoke"):
+        raise WMUsageError(f"--smoke and --preset {preset}: choose one (--smoke means --preset smoke)")
+    preset = preset or ("smoke" if smoke else None)
+    if preset is not None:
+        data = apply_preset(data, preset)
     return apply_overrides(data, overrides or {})
+
+
+def validate_all_presets(data: dict, overrides: dict[str, Any] | None = None, registry=None) -> list[str]:
+    """Validate the recipe as written and under every preset (each sweep run too); raise
+    with every problem of every variant at once. A problem that only a preset causes is
+    located inside that preset (``presets.cpu.train.stepz: unknown key``). Returns the
+    variants checked."""
+    base: list[str] = []
+    extra: list[str] = []
+    checked = []
+    for preset in [None, *preset_names(data)]:
+        try:
+            resolved = resolve(data, overrides, preset=preset)
+            validate(resolved, registry=registry)
+            for _, sub in expand_sweep(resolved):
+                validate(sub, registry=registry)
+            checked.append(f"preset {preset}" if preset else "full size")
+        except RecipeError as e:
+            if preset is None:
+                base += e.problems
+            else:
+                extra += [f"presets.{preset}.{p}" for p in e.problems if p not in base]
+    if base or extra:
+        raise RecipeError(list(dict.fromkeys(base + extra)))
+    return checked
 
 
 # ----------------------------------------------------------------------------- validation
@@ -385,11 +455,12 @@ def validate(data: Any, registry=None, check_components: bool = True) -> Recipe:
     return recipe
 
 
-def load_recipe(path: str | Path, overrides: list[str] | dict | None = None, smoke: bool = False, registry=None) -> Recipe:
-    """Load, resolve (smoke + overrides) and validate a recipe file."""
+def load_recipe(path: str | Path, overrides: list[str] | dict | None = None, smoke: bool = False, registry=None,
+                preset: str | None = None) -> Recipe:
+    """Load, resolve (preset + overrides) and validate a recipe file."""
     data = load_toml(path)
     ov = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
-    return validate(resolve(data, ov, smoke), registry=registry)
+    return validate(resolve(data, ov, smoke, preset), registry=registry)
 
 
 # ----------------------------------------------------------------------------- sweeps

@@ -23,47 +23,10 @@ from wm_framework.errors import WMRuntimeError, WMUsageError
 from wm_framework.recipe import expand_sweep, load_toml, parse_overrides, resolve, validate
 from wm_framework.runs import RunContext, git_revision, load_run, new_run_dir
 from wm_framework.train import distributed
-from wm_framework.train.checkpoint import atomic_write_json, atomic_write_text
+from wm_framework.atomic import atomic_write_json, atomic_write_text
 
 #: Stages every rank of a distributed job runs; the others run on rank 0 alone.
 ALL_RANK_STAGES = {"train"}
-
-
-def ensure_stores(ctx: RunContext) -> None:
-    """Collect the train/test stores that do not exist yet (skipped when present)."""
-    d = ctx.recipe.data
-    if d is None:
-        return
-    for path, cfg, what in ((d.train, d.collect, "data.train"), (d.test, d.collect_test, "data.test")):
-        if path is None:
-            continue
-        if _store_complete(path, cfg):
-            continue
-        if cfg is None:
-            if Path(path).exists() or "://" in path:
-                continue
-            raise WMUsageError(f"{what}: store '{path}' does not exist and the recipe has no collect table to build it")
-        from wm_framework.collect import collect
-
-        collect(path, env=cfg.env, policies=cfg.policies, episodes=cfg.episodes, max_steps=cfg.max_steps,
-                workers=cfg.workers, seed=cfg.seed, progress=ctx.progress)
-    ctx._stores = None
-
-
-def _store_complete(path: str, cfg) -> bool:
-    """A store exists and (when a collect table says how many) holds every episode it asks for."""
-    if "://" not in path and not Path(path).exists():
-        return False
-    if cfg is None:
-        return True
-    from wm_framework.collect import policy_label
-    from wm_framework.data.store import EpisodeStore
-
-    store = EpisodeStore.open(path)
-    for pol in cfg.policies:
-        if int((store.episode_policy == policy_label(pol)).sum()) < cfg.episodes:
-            return False
-    return True
 
 
 def _write_run_meta(path: Path, data: dict, label: str = "") -> None:
@@ -120,19 +83,21 @@ def _run_stage(ctx: RunContext, reg, stage: str) -> None:
 
 
 def run_recipe(recipe_path: str | None, overrides: list[str] | None = None, smoke: bool = False,
-               out: str | None = None, resume: str | None = None, progress: bool = True) -> Path:
-    """Run a recipe end to end; returns the run directory."""
+               out: str | None = None, resume: str | None = None, progress: bool = True,
+               preset: str | None = None) -> Path:
+    """Run a recipe end to end (under a named preset, if given; ``smoke=True`` is the
+    ``smoke`` preset); returns the run directory."""
     info = distributed.setup(_device_hint(recipe_path, resume))
     try:
         if resume:
-            ctx = load_run(resume)
-            data = load_toml(Path(resume) / "recipe.resolved.toml")
+            ctx, data = _resumed_context(resume, recipe_path, list(overrides or []), smoke, preset, info.is_main)
             ctx.resume, ctx.progress = True, progress and info.is_main
             _run_all(ctx, data, resumed=True)
             return ctx.path
         if recipe_path is None:
             raise WMUsageError("give a recipe file, or --resume RUN_DIR")
-        data = resolve(load_toml(recipe_path), parse_overrides(overrides or []), smoke)
+        data = resolve(load_toml(recipe_path), parse_overrides(overrides or []), smoke, preset)
+        preset = preset or ("smoke" if smoke else None)
         recipe = validate(data)  # everything checked before any directory is made
         for label, sub in expand_sweep(data):
             validate(sub)
@@ -142,7 +107,7 @@ def run_recipe(recipe_path: str | None, overrides: list[str] | None = None, smok
             check_launcher(recipe.sweep.launcher)
         path = None
         if info.is_main:  # one run directory per job, made by rank 0 and broadcast
-            path = new_run_dir(recipe.name + ("_smoke" if smoke else ""), out or "runs")
+            path = new_run_dir(recipe.name + (f"_{preset}" if preset else ""), out or "runs")
             _write_run_meta(path, data)
         path = Path(distributed.broadcast_object(str(path) if path else None))
         ctx = RunContext(path, recipe)
@@ -152,6 +117,30 @@ def run_recipe(recipe_path: str | None, overrides: list[str] | None = None, smok
     finally:
         if info.enabled:
             distributed.teardown()
+
+
+def _resumed_context(resume: str, recipe_path: str | None, overrides: list[str], smoke: bool,
+                     preset: str | None, is_main: bool) -> tuple[RunContext, dict]:
+    """The run to resume, with the overrides that are safe to change applied and recorded
+    (``resume.py``); anything else is refused before training continues."""
+    from wm_framework.resume import record_resume, resume_overrides
+
+    if recipe_path is not None:
+        # `wm run --resume RUN KEY=VALUE` puts the first override where the recipe goes.
+        if "=" in recipe_path and not Path(recipe_path).exists():
+            overrides = [recipe_path, *overrides]
+        else:
+            raise WMUsageError(f"--resume {resume}: the run's own recipe is used; drop '{recipe_path}' "
+                               "(give only KEY=VALUE overrides)")
+    if smoke or preset:
+        raise WMUsageError("--resume: a preset cannot change a run that already started; drop --preset/--smoke")
+    ctx = load_run(resume)
+    data, changes = resume_overrides(load_toml(Path(resume) / "recipe.resolved.toml"), overrides)
+    if changes:
+        if is_main:
+            record_resume(ctx.path, data, changes)
+        ctx.recipe = validate(data)
+    return ctx, data
 
 
 def _device_hint(recipe_path: str | None, resume: str | None) -> str:

@@ -19,11 +19,11 @@ from typing import Any
 
 from wm_framework.errors import WMUsageError
 from wm_framework.recipe import Recipe, load_toml, validate
-from wm_framework.train.checkpoint import atomic_write_json, atomic_write_text
+from wm_framework.atomic import atomic_write_json, atomic_write_text
 
 CONTEXT_FILE = "model_context.json"
 # Report sections appear in this order; unknown keys follow in insertion order.
-SECTION_ORDER = ["summary", "data", "train", "probe", "eval", "plan", "surprise", "straightness", "sweep"]
+SECTION_ORDER = ["summary", "data", "train", "learning_curve", "probe", "eval", "plan", "surprise", "straightness", "sweep"]
 
 
 @dataclass(frozen=True)
@@ -101,12 +101,23 @@ class RunContext:
         if self._stores is None:
             from wm_framework.data.store import EpisodeStore
 
-            data = self.recipe.data
-            if data is None:
+            if self.recipe.data is None:
                 raise WMUsageError("data: this recipe has no [data] section")
+            from wm_framework.store_paths import record_store_paths
+
+            # Opened from here, so here is what the recipe's relative paths meant. Recorded
+            # first: recording points the context at the absolute paths (and resets _stores).
+            record_store_paths(self)
+            data = self.recipe.data
             test = EpisodeStore.open(data.test) if data.test and _exists(data.test) else None
             self._stores = {"train": EpisodeStore.open(data.train), "test": test}
         return self._stores
+
+    def use_stores(self, train: str | None = None, test: str | None = None) -> None:
+        """Read other train / test stores in this context only (``--data`` / ``--test-data``)."""
+        from wm_framework.store_paths import use_stores
+
+        use_stores(self, train, test)
 
     def splits(self) -> dict:
         if self._splits is None:
@@ -117,18 +128,38 @@ class RunContext:
                                           seed=d.split_seed, holdout_policies=tuple(d.holdout_policies))
         return self._splits
 
+    def resolve_split(self, split: str) -> tuple[str, str]:
+        """(the split that ``sampler(split)`` really reads, a truthful one-line name for reports).
+
+        "test" is the test store when the recipe has one, else the holdout split, else the
+        validation split; the last is no held-out figure (it picked the best checkpoint),
+        and the name says so.
+        """
+        if split == "test" and self.stores()["test"] is not None:
+            return "test", f"test store {self.recipe.data.test}"
+        if split == "test":
+            split = "holdout" if len(self.splits()["holdout"]) else "val"
+        if split == "holdout":
+            policies = ", ".join(self.recipe.data.holdout_policies) or "none"
+            return "holdout", f"holdout split (policies never trained on: {policies})"
+        if split == "val":
+            return "val", ("val split (no test store and no holdout policies; the same episodes chose the best "
+                           "checkpoint, so this is not a held-out figure)")
+        return split, f"{split} split"
+
     def sampler(self, split: str, length: int | None = None, labels=None):
-        """WindowSampler over a split: train | val | holdout | test (the test store, else holdout)."""
+        """WindowSampler over a split: train | val | holdout | test (the test store, else holdout,
+        else val: see :meth:`resolve_split` for the name to report)."""
         from wm_framework.data.sampler import WindowSampler
         import numpy as np
 
         d = self.recipe.data
         length = length or d.window
         if split == "test":
+            split = self.resolve_split("test")[0]
+        if split == "test":
             test = self.stores()["test"]
-            if test is not None:
-                return WindowSampler(test, np.arange(test.num_episodes), length, d.frameskip, mode=d.mode, labels=labels)
-            split = "holdout" if len(self.splits()["holdout"]) else "val"
+            return WindowSampler(test, np.arange(test.num_episodes), length, d.frameskip, mode=d.mode, labels=labels)
         if split not in self.splits():
             raise WMUsageError(f"unknown split '{split}'; splits: train, val, holdout, test")
         return WindowSampler(self.stores()["train"], self.splits()[split], length, d.frameskip, mode=d.mode, labels=labels)
@@ -216,6 +247,9 @@ def load_run(run_dir: str | Path, device: str | None = None) -> RunContext:
         raise WMUsageError(f"{path}: not a run directory (no recipe.resolved.toml)")
     recipe = validate(load_toml(rfile))
     ctx = RunContext(path, recipe, device=device)
+    from wm_framework.store_paths import apply_store_paths
+
+    apply_store_paths(ctx)  # the absolute store paths recorded by `wm run`: works from any directory
     meta = path / "run.json"
     if meta.is_file():
         ctx.label = json.loads(meta.read_text()).get("label", "")

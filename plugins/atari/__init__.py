@@ -17,10 +17,19 @@ def register_envs(register):
     register("breakout", lazy("wm_plugins.atari.env:AtariEnv"), description="ALE/Breakout-v5 (or any ALE game) with ball/paddle labels")
 
 
+#: name -> (class in wm_plugins.atari.policies, one-line description). Registered lazily:
+#: importing the policies pulls NumPy, which `wm --help` should not pay for.
+_POLICIES = {
+    "center": ("Center", "Keep the paddle at the centre of the screen; serve (FIRE) once there."),
+    "heuristic": ("Heuristic", "Track the ball: aim where it will cross the paddle row (walls reflected)."),
+    "passive": ("Passive", "Never move the paddle: NOOP, and FIRE while no ball is in play (so play starts)."),
+    "random_active": ("RandomActive", "Uniformly random actions every step (FIRE among them, so play starts). Any ALE game."),
+    "wall_hugger": ("WallHugger", "Drive to one wall and stay there; the wall is drawn per episode from the seed."),
+}
+
+
 @hookimpl
 def register_policies(register):
     """The Breakout data policies: center, heuristic, passive, random_active, wall_hugger."""
-    from wm_plugins.atari.policies import POLICIES
-
-    for name, cls in POLICIES.items():
-        register(name, cls, description=(cls.__doc__ or "").strip().splitlines()[0])
+    for name, (cls, description) in _POLICIES.items():
+        register(name, lazy(f"wm_plugins.atari.policies:{cls}"), description=description)

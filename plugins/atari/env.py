@@ -44,6 +44,20 @@ def _check_obs_size(obs_size) -> tuple[int, int] | None:
     return h, w
 
 
+def _check_noop_frames(value) -> tuple[int, int]:
+    """``start_noop_frames`` as an inclusive (lo, hi) range of emulator frames."""
+    lo_hi = [value, value] if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
+    try:
+        lo, hi = (int(v) for v in lo_hi)
+        ok = all(float(v) == int(v) and not isinstance(v, bool) for v in lo_hi) and 0 <= lo <= hi
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise WMUsageError(f"atari env: start_noop_frames must be an integer >= 0 or [lo, hi] with 0 <= lo <= hi, "
+                           f"got {value!r}")
+    return lo, hi
+
+
 class AtariEnv(gymnasium.Env):
     """An ALE game as a ``gymnasium.Env`` with uint8 (H, W, C) observations and labels.
 
@@ -56,6 +70,12 @@ class AtariEnv(gymnasium.Env):
         grayscale: return one luminance channel, shape (H, W, 1), instead of RGB.
         max_episode_steps: truncate an episode after this many steps (None: the ALE's own limit).
         render_mode: None or "rgb_array" (render() returns the native RGB screen).
+        start_noop_frames: emulator frames of NOOP played by ``reset`` before the first
+            observation: an int, or ``[lo, hi]`` to draw it per reset from the seed. It
+            shifts the phase of the step grid: with ``1 <= lo <= hi < frameskip`` every
+            returned frame shows the game between the frames that a store collected with
+            0 shows, so a deterministic game cannot replay that store's episodes (this is
+            how the Breakout recipes build held-out test stores; docs/datasets.md).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
@@ -69,9 +89,13 @@ class AtariEnv(gymnasium.Env):
         grayscale: bool = False,
         max_episode_steps: int | None = None,
         render_mode: str | None = None,
+        start_noop_frames: int | list[int] | tuple[int, int] = 0,
     ) -> None:
         import ale_py  # heavy import kept out of the plugin module
 
+        # ALE prints "A.L.E: Arcade Learning Environment ... [Powered by Stella]" to
+        # stderr at each emulator start (once per collection worker); errors still show.
+        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
         gymnasium.register_envs(ale_py)
         env_id = ale_env_id(game)
         if env_id not in gymnasium.registry:
@@ -88,6 +112,7 @@ class AtariEnv(gymnasium.Env):
         if render_mode not in (None, "rgb_array"):
             raise WMUsageError(f"atari env: render_mode must be None or 'rgb_array', got {render_mode!r}")
 
+        self._noop_range = _check_noop_frames(start_noop_frames)
         self.game = game
         self.env_id = env_id
         self.render_mode = render_mode
@@ -146,6 +171,13 @@ class AtariEnv(gymnasium.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         frame, ale_info = self._ale_env.reset(seed=seed, options=options)
+        lo, hi = self._noop_range
+        if hi > 0:  # drawn from the generator gymnasium seeded with ``seed``: reproducible
+            import ale_py
+
+            for _ in range(int(self.np_random.integers(lo, hi + 1))):
+                self.ale.act(ale_py.Action.NOOP)
+            frame = self.ale.getScreenGrayscale() if self.grayscale else self.ale.getScreenRGB()
         self._steps = 0
         self._score = 0.0
         if self._labeler is not None:

@@ -25,18 +25,28 @@ from wm_plugins.atari.breakout_labels import FIELD_LEFT, FIELD_RIGHT, NATIVE_H, 
 
 
 class _Policy:
-    """Shared plumbing: action ids by name, seeded RNG, label access in native pixels.
+    """Shared plumbing: action ids by name, seeded RNG, label access in native pixels, noise.
+
+    Subclasses implement ``act(obs, info)``; ``__call__`` adds the optional noise.
 
     Args:
         env: the env the policy plays (Breakout labels needed unless ``needs_labels`` is False).
         seed: used when ``reset()`` gets no seed; ``reset(seed)`` decides everything random.
+        epsilon: probability of a uniformly random action instead of the policy's own, at
+            every step. Breakout without sticky actions is deterministic, so noise-free
+            policies drift into the same games whatever the seed; a little noise makes
+            every episode its own (docs/datasets.md "Held-out sets"). The noise has its own
+            random stream, so ``epsilon = 0`` plays exactly as before.
     """
 
     name = "policy"
     needs_labels = True
     max_serve_delay = 20
 
-    def __init__(self, env, seed: int = 0) -> None:
+    def __init__(self, env, seed: int = 0, epsilon: float = 0.0) -> None:
+        if not 0.0 <= float(epsilon) <= 1.0:
+            raise WMUsageError(f"policy '{self.name}': epsilon must lie in [0, 1], got {epsilon!r}")
+        self.epsilon = float(epsilon)
         meanings = _action_meanings(env)
         self.actions = {name: i for i, name in enumerate(meanings)}
         self.n_actions = int(env.action_space.n)
@@ -52,9 +62,21 @@ class _Policy:
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode; the same seed gives the same decisions."""
-        self.rng = np.random.default_rng(self.seed if seed is None else seed)
+        seed = self.seed if seed is None else int(seed)
+        self.rng = np.random.default_rng(seed)
+        self.noise_rng = np.random.default_rng([seed & 0xFFFFFFFF, 1])  # separate: epsilon leaves self.rng's draws alone
         self._prev_paddle: float | None = None
         self._serve_wait: int | None = None
+
+    def __call__(self, obs, info):
+        action = self.act(obs, info)  # always: keeps the policy's own state (serve wait, paddle motion) current
+        if self.epsilon and self.noise_rng.random() < self.epsilon:
+            return int(self.noise_rng.integers(self.n_actions))
+        return action
+
+    def act(self, obs, info) -> int:
+        """The policy's own action for ``obs`` / ``info`` (without noise)."""
+        raise NotImplementedError
 
     def _serve(self) -> int:
         """FIRE after a random wait (0..max_serve_delay steps, drawn per serve).
@@ -111,7 +133,7 @@ class Center(_Policy):
 
     name = "center"
 
-    def __call__(self, obs, info):
+    def act(self, obs, info):
         labels = info["labels"]
         _, _, paddle, _, _ = self._native(labels)
         action = self._steer(paddle, (FIELD_LEFT + FIELD_RIGHT) / 2)
@@ -134,16 +156,17 @@ class Heuristic(_Policy):
 
     name = "heuristic"
 
-    def __init__(self, env, seed: int = 0, aim_jitter: float = 4.0, dead_band: float = 4.0, lead: float = 1.0) -> None:
+    def __init__(self, env, seed: int = 0, aim_jitter: float = 4.0, dead_band: float = 4.0, lead: float = 1.0,
+                 epsilon: float = 0.0) -> None:
         self.aim_jitter = float(aim_jitter)
         self.dead_band, self.lead = float(dead_band), float(lead)
-        super().__init__(env, seed)
+        super().__init__(env, seed, epsilon)
 
     def reset(self, seed: int | None = None) -> None:
         super().reset(seed)
         self._offset = self.rng.uniform(-self.aim_jitter, self.aim_jitter) if self.aim_jitter else 0.0
 
-    def __call__(self, obs, info):
+    def act(self, obs, info):
         labels = info["labels"]
         if not _ball_in_play(labels):
             if self.aim_jitter:
@@ -176,7 +199,7 @@ class Passive(_Policy):
     name = "passive"
     needs_labels = False
 
-    def __call__(self, obs, info):
+    def act(self, obs, info):
         labels = info.get("labels") or {}
         if "ball_x" in labels and not _ball_in_play(labels) and "FIRE" in self.actions:
             return self._serve()
@@ -189,7 +212,7 @@ class RandomActive(_Policy):
     name = "random_active"
     needs_labels = False
 
-    def __call__(self, obs, info):
+    def act(self, obs, info):
         return int(self.rng.integers(self.n_actions))
 
 
@@ -203,17 +226,17 @@ class WallHugger(_Policy):
 
     name = "wall_hugger"
 
-    def __init__(self, env, seed: int = 0, side: str = "random") -> None:
+    def __init__(self, env, seed: int = 0, side: str = "random", epsilon: float = 0.0) -> None:
         if side not in ("random", "left", "right"):
             raise WMUsageError(f"policy 'wall_hugger': side must be 'random', 'left' or 'right', got {side!r}")
         self.side = side
-        super().__init__(env, seed)
+        super().__init__(env, seed, epsilon)
 
     def reset(self, seed: int | None = None) -> None:
         super().reset(seed)
         self.wall = self.side if self.side != "random" else ("left" if self.rng.random() < 0.5 else "right")
 
-    def __call__(self, obs, info):
+    def act(self, obs, info):
         labels = info["labels"]
         _, _, paddle, _, _ = self._native(labels)
         at_wall = paddle <= PADDLE_MIN_X + 3 if self.wall == "left" else paddle >= PADDLE_MAX_X - 3

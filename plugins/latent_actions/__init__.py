@@ -46,8 +46,6 @@ def register_losses(register):
 @hookimpl
 def register_stages(register):
     """The latent action report stage."""
-    from wm_plugins.latent_actions.report_config import LatentActionsReportConfig
-
     register("latent_actions_report", lazy("wm_plugins.latent_actions.report:make_report_stage"),
-             config=LatentActionsReportConfig,
+             config=lazy("wm_plugins.latent_actions.report_config:LatentActionsReportConfig"),
              description="codebook entropy plot, ball reconstruction error, sweep comparison")

@@ -33,6 +33,8 @@ def build_vit_encoder(
     normalize: bool = True,
     projector: bool = True,
     projector_hidden: int = 2048,
+    crop: list[int] | None = None,
+    resize: str = "bilinear",
     obs_shape: list[int] | tuple[int, ...] | None = None,
 ):
     """ViT encoder trained from scratch (LeWM): pixels -> CLS token -> BatchNorm projector.
@@ -50,6 +52,12 @@ def build_vit_encoder(
         normalize: apply ImageNet mean/std after scaling to [0, 1].
         projector: put the Linear-BatchNorm-GELU-Linear projector after the pooled token.
         projector_hidden: hidden width of that projector (LeWM: 2048).
+        crop: [top, bottom, left, right] in the stored frame's pixels (bottom/right
+            exclusive), cut before the resize; e.g. Breakout's play field on native
+            210x160 frames is [32, 196, 8, 152] (no score, no walls). None: the whole frame.
+        resize: filter of the resize to image_size: "bilinear" (antialiased, LeWM),
+            "area" (average) or "max" (keeps a tiny bright object, e.g. the ball, at full
+            intensity).
         obs_shape: (C, H, W) of one frame; context parameter passed by the core. Only
             checked (1 or 3 channels); any H, W is resized on the fly.
     """
@@ -59,6 +67,13 @@ def build_vit_encoder(
         raise WMUsageError(f"vit: needs pixel frames with 1 or 3 channels (C, H, W), got obs_shape {tuple(obs_shape)}")
     if pooling not in ("cls", "mean"):
         raise WMUsageError(f"vit: pooling must be 'cls' or 'mean', got {pooling!r}")
+    if resize not in ("bilinear", "area", "max"):
+        raise WMUsageError(f"vit: resize must be 'bilinear', 'area' or 'max', got {resize!r}")
+    if crop is not None:
+        if len(crop) != 4 or not all(isinstance(c, int) and c >= 0 for c in crop) or crop[0] >= crop[1] or crop[2] >= crop[3]:
+            raise WMUsageError(f"vit: crop must be [top, bottom, left, right] with top < bottom and left < right, got {crop!r}")
+        if obs_shape is not None and (crop[1] > obs_shape[1] or crop[3] > obs_shape[2]):
+            raise WMUsageError(f"vit: crop {list(crop)} does not fit stored frames of {obs_shape[1]}x{obs_shape[2]}")
     cfg = dict(VIT_PRESETS[preset])
     given = dict(image_size=image_size, patch_size=patch_size, width=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio)
     cfg.update({k: v for k, v in given.items() if v is not None})
@@ -66,7 +81,8 @@ def build_vit_encoder(
     from wm_plugins.lewm.vit import ViTEncoder
 
     return ViTEncoder(cfg["image_size"], cfg["patch_size"], cfg["width"], cfg["depth"], cfg["heads"], hidden,
-                      pooling=pooling, normalize=normalize, projector=projector, projector_hidden=projector_hidden)
+                      pooling=pooling, normalize=normalize, projector=projector, projector_hidden=projector_hidden,
+                      crop=crop, resize=resize)
 
 
 def build_ar_transformer(
@@ -82,6 +98,7 @@ def build_ar_transformer(
     action_smoothed_dim: int = 10,
     projector: bool = True,
     projector_hidden: int = 2048,
+    norm_style: str = "released",
 ):
     """Causal transformer predictor with per-step AdaLN-Zero action conditioning (LeWM).
 
@@ -98,7 +115,12 @@ def build_ar_transformer(
         action_smoothed_dim: width the action block is first squeezed to (LeWM: 10).
         projector: end in the Linear-BatchNorm-GELU-Linear projector (as the encoder does).
         projector_hidden: hidden width of that projector.
+        norm_style: "released" (the released LeWM function: non-affine LayerNorm, action
+            modulation, then the branch's own affine LayerNorm; final norm eps 1e-5) or
+            "single" (one affine LayerNorm then the modulation, eps 1e-6). Same parameter count.
     """
+    if norm_style not in ("released", "single"):
+        raise WMUsageError(f"ar_transformer: norm_style must be 'released' or 'single', got {norm_style!r}")
     if preset not in PREDICTOR_PRESETS:
         raise WMUsageError(f"ar_transformer: unknown preset {preset!r}; presets: {', '.join(PREDICTOR_PRESETS)}")
     for name, value in (("latent_dim", latent_dim), ("action_dim", action_dim), ("history", history)):
@@ -112,7 +134,7 @@ def build_ar_transformer(
     return ARTransformerPredictor(int(latent_dim), int(action_dim), int(history), int(cfg["depth"]), int(cfg["heads"]),
                                   int(cfg["head_dim"]), int(cfg["mlp_dim"]), float(cfg["dropout"]),
                                   action_smoothed_dim=action_smoothed_dim, projector=projector,
-                                  projector_hidden=projector_hidden)
+                                  projector_hidden=projector_hidden, norm_style=norm_style)
 
 
 def build_latent_mse():

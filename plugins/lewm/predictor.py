@@ -68,16 +68,30 @@ class AdaLNBlock(nn.Module):
     ``SiLU -> Linear(D, 6D)`` maps the step's action embedding to shift/scale/gate for the
     attention and the MLP branch. That linear starts at zero, so every gate is 0 and the
     block starts as the identity: the action can only gain influence through training.
+
+    Two normalisation styles with the same parameter count:
+
+    * ``"released"`` (default, the function of the released LeWM code): each branch
+      normalises twice: a non-affine LayerNorm (eps 1e-6) is modulated by the action,
+      then the branch module's own affine LayerNorm (eps 1e-5) runs before attention /
+      the MLP, so the learned scale and shift act *after* the modulation.
+    * ``"single"``: one affine LayerNorm (eps 1e-6), then the modulation (DiT style).
     """
 
-    def __init__(self, dim: int, heads: int, head_dim: int, mlp_dim: int, dropout: float):
+    def __init__(self, dim: int, heads: int, head_dim: int, mlp_dim: int, dropout: float, norm_style: str = "released"):
         super().__init__()
-        self.ln1 = nn.LayerNorm(dim, eps=1e-6)
+        if norm_style not in ("released", "single"):
+            raise ValueError(f"norm_style must be 'released' or 'single', got {norm_style!r}")
+        released = norm_style == "released"
+        self.ln1 = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=not released)
         self.attn = CausalSelfAttention(dim, heads, head_dim, dropout)
-        self.ln2 = nn.LayerNorm(dim, eps=1e-6)
+        self.ln2 = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=not released)
         self.mlp = nn.Sequential(
             nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim), nn.Dropout(dropout)
         )
+        # The released code's Attention / FeedForward open with their own nn.LayerNorm(dim).
+        self.attn_norm = nn.LayerNorm(dim) if released else nn.Identity()
+        self.mlp_norm = nn.LayerNorm(dim) if released else nn.Identity()
         self.adaln = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
     def zero_init_adaln(self) -> None:
@@ -87,8 +101,8 @@ class AdaLNBlock(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         # cond is per time step [B, T, D], so frame t is modulated by its own action only.
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.adaln(cond).chunk(6, dim=-1)
-        x = x + gate_a * self.attn(modulate(self.ln1(x), shift_a, scale_a))
-        return x + gate_m * self.mlp(modulate(self.ln2(x), shift_m, scale_m))
+        x = x + gate_a * self.attn(self.attn_norm(modulate(self.ln1(x), shift_a, scale_a)))
+        return x + gate_m * self.mlp(self.mlp_norm(modulate(self.ln2(x), shift_m, scale_m)))
 
 
 class ARTransformerPredictor(nn.Module):
@@ -102,15 +116,17 @@ class ARTransformerPredictor(nn.Module):
 
     def __init__(self, latent_dim: int, action_dim: int, history: int, depth: int, heads: int, head_dim: int,
                  mlp_dim: int, dropout: float, action_smoothed_dim: int = 10, projector: bool = True,
-                 projector_hidden: int = 2048):
+                 projector_hidden: int = 2048, norm_style: str = "released"):
         super().__init__()
         self.history = history
         self.latent_dim = latent_dim
         self.action_dim = action_dim
         self.action_encoder = ActionEncoder(action_dim, latent_dim, action_smoothed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, history, latent_dim))
-        self.blocks = nn.ModuleList(AdaLNBlock(latent_dim, heads, head_dim, mlp_dim, dropout) for _ in range(depth))
-        self.norm = nn.LayerNorm(latent_dim, eps=1e-6)
+        self.blocks = nn.ModuleList(AdaLNBlock(latent_dim, heads, head_dim, mlp_dim, dropout, norm_style)
+                                    for _ in range(depth))
+        # The released final norm is a default nn.LayerNorm (eps 1e-5).
+        self.norm = nn.LayerNorm(latent_dim, eps=1e-5 if norm_style == "released" else 1e-6)
         self.projector = Projector(latent_dim, projector_hidden) if projector else nn.Identity()
         self.apply(init_weights)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)

@@ -1,7 +1,8 @@
 """A Vision Transformer encoder trained from scratch (LeWM's ViT-Tiny), top to bottom.
 
 obs ``[B, T, C, H, W]`` in [0, 1]
-  -> (resize to ``image_size``, gray -> RGB, ImageNet normalisation)
+  -> (optional crop, resize to ``image_size`` by bilinear / area / max filter, gray -> RGB,
+     ImageNet normalisation)
   -> patch embedding (a conv with stride = patch) + CLS token + learned positions
   -> ``depth`` pre-norm transformer blocks -> final LayerNorm
   -> CLS token (or the mean of the patch tokens)        = ``features(obs)``
@@ -20,7 +21,27 @@ from torch import nn
 from wm_plugins.lewm.projector import Projector, init_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+RESIZE_FILTERS = ("bilinear", "area", "max")
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resize_frames(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """``[N, C, H, W]`` -> ``[N, C, *size]``.
+
+    * ``bilinear``: antialiased bilinear (smooth; a 2x4-px Breakout ball fades to a faint
+      smudge at 64 px);
+    * ``area``: the average over each output pixel's footprint;
+    * ``max``: the maximum over it, so a small bright object on a dark background keeps
+      its full intensity at any shrink factor (growing falls back to nearest).
+    """
+    if mode == "bilinear":
+        return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    grow = size[0] > x.shape[-2] or size[1] > x.shape[-1]
+    if mode == "area" and not grow:
+        return F.adaptive_avg_pool2d(x, size)
+    if mode == "max" and not grow:
+        return F.adaptive_max_pool2d(x, size)
+    return F.interpolate(x, size=size, mode="nearest")
 
 
 class SelfAttention(nn.Module):
@@ -88,10 +109,15 @@ class ViTEncoder(nn.Module):
 
     def __init__(self, image_size, patch_size: int, width: int, depth: int, heads: int, mlp_dim: int,
                  pooling: str = "cls", normalize: bool = True, projector: bool = True,
-                 projector_hidden: int = 2048):
+                 projector_hidden: int = 2048, crop: tuple[int, int, int, int] | None = None,
+                 resize: str = "bilinear"):
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        if resize not in RESIZE_FILTERS:
+            raise ValueError(f"resize must be one of {RESIZE_FILTERS}, got {resize!r}")
+        self.crop = tuple(int(c) for c in crop) if crop is not None else None
+        self.resize = resize
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
         self.backbone = ViT(size, patch_size, width, depth, heads, mlp_dim)
         self.projector = Projector(width, projector_hidden) if projector else nn.Identity()
@@ -111,9 +137,14 @@ class ViTEncoder(nn.Module):
             x = x.expand(-1, 3, -1, -1)  # grayscale -> the three channels the ViT expects
         elif x.shape[1] != 3:
             raise ValueError(f"vit expects 1 or 3 channels, got {x.shape[1]}")
+        if self.crop is not None:
+            top, bottom, left, right = self.crop
+            if not (0 <= top < bottom <= x.shape[-2] and 0 <= left < right <= x.shape[-1]):
+                raise ValueError(f"crop {self.crop} does not fit frames of {tuple(x.shape[-2:])}")
+            x = x[..., top:bottom, left:right]
         if tuple(x.shape[-2:]) != self.backbone.image_size:
             # Resizing here (not in the store) lets one store feed encoders of any size.
-            x = F.interpolate(x, size=self.backbone.image_size, mode="bilinear", antialias=True, align_corners=False)
+            x = resize_frames(x, self.backbone.image_size, self.resize)
         if self.normalize:
             x = (x - self.mean) / self.std
         return x

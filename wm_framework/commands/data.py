@@ -1,4 +1,4 @@
-"""`wm data`: collect, inspect, validate and import episode stores.
+"""`wm data`: collect, inspect, validate, import and compare episode stores.
 
 Mounted by the core CLI as ``wm data``; every bad input raises WMUsageError, which the
 CLI prints as one line with exit code 2. Run standalone with
@@ -14,7 +14,7 @@ import typer
 
 from wm_framework.errors import WMUsageError
 
-app = typer.Typer(help="Episode datasets: collect, info, validate, import.", no_args_is_help=True,
+app = typer.Typer(help="Episode datasets: collect, info, validate, import, overlap.", no_args_is_help=True,
                   context_settings={"help_option_names": ["-h", "--help"]})
 
 
@@ -45,7 +45,7 @@ def parse_overrides(items: list[str]) -> tuple[dict, dict]:
 @app.command("collect")
 def collect_cmd(
     overrides: Optional[List[str]] = typer.Argument(None, help="env.PARAM=VALUE / policy.PARAM=VALUE (values parsed as TOML)."),
-    env: str = typer.Option(..., "--env", help="Registered env name (see `wm components list envs`)."),
+    env: str = typer.Option(..., "--env", help="Registered env name (see `wm components list --kind envs`)."),
     policy: List[str] = typer.Option(..., "--policy", help="Policy name; repeat for several policies."),
     episodes: int = typer.Option(..., "--episodes", help="Target number of episodes PER POLICY (existing ones count)."),
     out: str = typer.Option(..., "--out", help="Store path (created, or topped up if it exists)."),
@@ -79,7 +79,8 @@ def info_cmd(path: str = typer.Argument(..., help="Store path or URL."),
     console = Console()
     ratio = info["bytes_raw"] / max(info["bytes_on_disk"], 1)
     console.print(f"[bold]{info['path']}[/]  env [cyan]{info['env'].get('name')}[/] {info['env'].get('params', {})}")
-    console.print(f"{info['episodes']} episodes, {info['frames']} frames, obs {info['obs']['key']} {info['obs']['shape']}, "
+    console.print(f"{info['episodes']} episodes, {info['frames']} frames, obs {info['obs']['key']} {info['obs']['shape']} "
+                  f"{info['obs_layout']}, "
                   f"action {info['action']}, labels {', '.join(info['label_names']) or '-'}")
     console.print(f"{_mb(info['bytes_on_disk'])} on disk for {_mb(info['bytes_raw'])} raw ({ratio:.1f}x)")
     table = Table("policy", "episodes", "mean length", "mean return")
@@ -113,12 +114,33 @@ def validate_cmd(path: str = typer.Argument(..., help="Store path or URL.")):
 def import_cmd(fmt: str = typer.Argument(..., metavar="FORMAT", help="npy-shards | hdf5 | parquet"),
                src: str = typer.Argument(..., help="Source file or directory."),
                out: str = typer.Option(..., "--out", help="New store path (must not exist)."),
-               policy: str = typer.Option("imported", "--policy", help="Policy name recorded for the episodes.")):
+               policy: str = typer.Option("imported", "--policy", help="Policy name recorded for the episodes."),
+               layout: Optional[str] = typer.Option(None, "--layout", help="Pixel layout of the source frames: hwc | chw | hw "
+                                                    "(grayscale). Default: detected; refused when the shape is ambiguous.")):
     """Import episodes from another format into a new store."""
     from wm_framework.data.importers import import_store
 
-    store = import_store(fmt, src, out, policy=policy)
+    store = import_store(fmt, src, out, policy=policy, layout=layout)
     typer.echo(f"{store.path}: imported {store.num_episodes} episodes, {store.num_frames} frames")
+    params = store.env.get("params", {})
+    if params.get("final_actions_without_obs"):
+        typer.echo(f"note: {params['final_actions_without_obs']} episodes end with an action whose outcome the source does "
+                   f"not hold (no observation after it; rewards {params['final_reward_without_obs']:g} in total); "
+                   "they are not store rows")
+
+
+@app.command("overlap")
+def overlap_cmd(a: str = typer.Argument(..., metavar="A", help="Reference store (e.g. the training store)."),
+                b: str = typer.Argument(..., metavar="B", help="Store whose windows are looked up in A (e.g. the test store)."),
+                window: int = typer.Option(16, "--window", help="Frames per window."),
+                frameskip: int = typer.Option(1, "--frameskip", help="Rows between consecutive frames of a window."),
+                as_json: bool = typer.Option(False, "--json", help="Print JSON instead of one line.")):
+    """Count the windows of B that occur bit for bit in A (is a held-out store held out?)."""
+    from wm_framework.data.overlap import window_overlap
+    from wm_framework.data.store import EpisodeStore
+
+    report = window_overlap(EpisodeStore.open(a), EpisodeStore.open(b), window, frameskip)
+    typer.echo(json.dumps(report.to_json(), indent=2) if as_json else report.describe())
 
 
 def _mb(n: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -21,7 +22,7 @@ def parse_horizons(text: str) -> list[int]:
 
 
 def eval_command(run_dir: Path, horizons: str = "1,5,10,30,32", episodes: int = 8, checkpoint: str = "last",
-                 split: str | None = None, video: bool = True):
+                 split: str | None = None, video: bool = True, data: Path | None = None, test_data: Path | None = None):
     """Evaluate a run directory; the recipe's [eval] table gives defaults, arguments override them.
 
     Returns the RolloutResult (results.json, report.md, plots/ and videos/ are updated).
@@ -30,6 +31,8 @@ def eval_command(run_dir: Path, horizons: str = "1,5,10,30,32", episodes: int = 
     from wm_framework.runs import load_run
 
     ctx = load_run(run_dir)
+    if data is not None or test_data is not None:
+        ctx.use_stores(train=data, test=test_data)
     base = ctx.recipe.stage_config("eval")
     params = base.model_dump() if hasattr(base, "model_dump") else dict(base or {})
     params.update(horizons=parse_horizons(horizons), episodes=episodes, checkpoint=checkpoint, video=video)
@@ -49,9 +52,11 @@ def eval_cmd(
     checkpoint: str = typer.Option("last", "--checkpoint", help="last, best, a label or a .pt path."),
     split: str = typer.Option(None, "--split", help="test | holdout | val (default: the recipe's)."),
     video: bool = typer.Option(True, "--video/--no-video", help="Write side-by-side MP4 + GIF clips."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Training store to use instead of the run's (default: the path recorded by `wm run`)."),
+    test_data: Optional[Path] = typer.Option(None, "--test-data", help="Held-out test store to use instead of the run's."),
 ):
     """Open-loop rollouts of a trained model: MSE/PSNR/SSIM per horizon vs copy-last-frame."""
-    result = eval_command(run_dir, horizons, episodes, checkpoint, split, video)
+    result = eval_command(run_dir, horizons, episodes, checkpoint, split, video, data, test_data)
     m, b = result.metrics["model"], result.metrics["copy_last"]
     key = result.metric_names()[0]
     for h in result.horizons:

@@ -21,6 +21,9 @@ def plan_command(run_dir: Path, **overrides) -> dict:
 
     ensure_registered()
     ctx = load_run(run_dir)
+    data, test_data = overrides.pop("data", None), overrides.pop("test_data", None)
+    if data is not None or test_data is not None:
+        ctx.use_stores(train=data, test=test_data)
     base = ctx.recipe.stage_config("plan")
     base = base.model_dump() if hasattr(base, "model_dump") else dict(base or {})
     planner_overrides = {k: overrides.pop(k) for k in ("samples", "iterations", "horizon", "elites")
@@ -54,11 +57,14 @@ def plan_cli(
     split: Optional[str] = typer.Option(None, "--split", help="test | holdout | val."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Task, planner and baseline seed."),
     no_random: bool = typer.Option(False, "--no-random", help="Skip the random-action baseline."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Training store to use instead of the run's (default: the path recorded by `wm run`)."),
+    test_data: Optional[Path] = typer.Option(None, "--test-data", help="Held-out test store to use instead of the run's."),
 ):
     """Plan towards goals k steps ahead in held-out episodes (CEM) and compare with random actions."""
     summary = plan_command(run_dir, episodes=episodes, k=k, budget=budget, planner=planner, samples=samples,
                            iterations=iterations, elites=elites, horizon=horizon, cost=cost, context=context, checkpoint=checkpoint,
-                           split=split, seed=seed, random_baseline=False if no_random else None)
+                           split=split, seed=seed, random_baseline=False if no_random else None, data=data,
+                           test_data=test_data)
     typer.echo(json.dumps({key: summary[key] for key in ("success_rate", "random_success_rate", "plan_seconds")
                            if key in summary}))
     typer.echo(f"report: {Path(run_dir) / 'report.md'}")

@@ -12,8 +12,10 @@ from typing import List, Optional
 import typer
 
 
-def probe_command(run_dir: Path, checkpoints: list[str] | None = None, test_store: Path | None = None) -> dict:
-    """Probe ``run_dir``; ``checkpoints`` overrides probe.checkpoints; ``test_store`` replaces the test set."""
+def probe_command(run_dir: Path, checkpoints: list[str] | None = None, test_store: Path | None = None,
+                  data: Path | None = None) -> dict:
+    """Probe ``run_dir``; ``checkpoints`` overrides probe.checkpoints; ``test_store`` replaces the test set,
+    ``data`` the training store the probes fit on."""
     from wm_framework.errors import WMUsageError
     from wm_framework.probe import ProbeConfig
     from wm_framework.probe_report import run_probe_stage
@@ -21,7 +23,9 @@ def probe_command(run_dir: Path, checkpoints: list[str] | None = None, test_stor
 
     ctx = load_run(run_dir)
     if test_store is not None and not Path(test_store).exists():
-        raise WMUsageError(f"--test-store {test_store}: no such store")
+        raise WMUsageError(f"--test-data {test_store}: no such store")
+    if data is not None:
+        ctx.use_stores(train=data)
     cfg = ctx.recipe.stage_config("probe")
     if cfg is None:
         cfg = ProbeConfig()
@@ -40,10 +44,11 @@ def probe_cli(
     run_dir: Path = typer.Argument(..., help="Run directory (runs/<timestamp>_<recipe>/)."),
     checkpoints: Optional[List[str]] = typer.Option(
         None, "--checkpoints", help="Checkpoint labels (repeat or comma-separate), 'all' or 'last'; default: probe.checkpoints."),
-    test_store: Optional[Path] = typer.Option(None, "--test-store", help="Held-out store to evaluate on instead of the recipe's."),
+    test_store: Optional[Path] = typer.Option(None, "--test-data", "--test-store", help="Held-out store to evaluate on instead of the recipe's."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Training store to use instead of the run's (default: the path recorded by `wm run`)."),
 ):
     """Fit probes on frozen features of a run's checkpoints; writes probes.json and the report section."""
-    probe_command(run_dir, checkpoints, test_store)
+    probe_command(run_dir, checkpoints, test_store, data)
     typer.echo(f"probes: {Path(run_dir) / 'probes.json'}")
 
 

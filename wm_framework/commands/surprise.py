@@ -12,6 +12,17 @@ from typing import Optional
 import typer
 
 
+def _load(run_dir: Path, overrides: dict):
+    """The run, reading other stores when ``overrides`` has ``data`` / ``test_data`` (popped)."""
+    from wm_framework.runs import load_run
+
+    ctx = load_run(run_dir)
+    data, test_data = overrides.pop("data", None), overrides.pop("test_data", None)
+    if data is not None or test_data is not None:
+        ctx.use_stores(train=data, test=test_data)
+    return ctx
+
+
 def _config(ctx, stage: str, model, overrides: dict):
     base = ctx.recipe.stage_config(stage)
     base = base.model_dump() if hasattr(base, "model_dump") else dict(base or {})
@@ -21,20 +32,18 @@ def _config(ctx, stage: str, model, overrides: dict):
 def surprise_command(run_dir: Path, **overrides) -> dict:
     from wm_framework.builtin_planners import ensure_registered
     from wm_framework.physics_eval import SurpriseConfig, run_surprise
-    from wm_framework.runs import load_run
 
     ensure_registered()
-    ctx = load_run(run_dir)
+    ctx = _load(run_dir, overrides)
     return run_surprise(ctx, _config(ctx, "surprise", SurpriseConfig, overrides))
 
 
 def straightness_command(run_dir: Path, **overrides) -> list:
     from wm_framework.builtin_planners import ensure_registered
     from wm_framework.physics_eval import StraightnessConfig, run_straightness
-    from wm_framework.runs import load_run
 
     ensure_registered()
-    ctx = load_run(run_dir)
+    ctx = _load(run_dir, overrides)
     return run_straightness(ctx, _config(ctx, "straightness", StraightnessConfig, overrides))
 
 
@@ -45,9 +54,12 @@ def surprise_cli(
     perturb_at: Optional[int] = typer.Option(None, "--perturb-at", help="First perturbed frame (default length//2)."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="last, best, a label or a path."),
     seed: Optional[int] = typer.Option(None, "--seed"),
+    data: Optional[Path] = typer.Option(None, "--data", help="Training store to use instead of the run's (default: the path recorded by `wm run`)."),
+    test_data: Optional[Path] = typer.Option(None, "--test-data", help="Held-out test store to use instead of the run's."),
 ):
     """Surprise (next-latent error) at a teleport and at a recolouring vs unperturbed replays."""
-    r = surprise_command(run_dir, episodes=episodes, length=length, perturb_at=perturb_at, checkpoint=checkpoint, seed=seed)
+    r = surprise_command(run_dir, episodes=episodes, length=length, perturb_at=perturb_at, checkpoint=checkpoint, seed=seed,
+                         data=data, test_data=test_data)
     typer.echo(json.dumps({k: r[k] for k in ("physical", "visual") if k in r}, indent=1))
     typer.echo(f"report: {Path(run_dir) / 'report.md'}")
 
@@ -56,9 +68,11 @@ def straightness_cli(
     run_dir: Path = typer.Argument(..., help="Run directory."),
     windows: Optional[int] = typer.Option(None, "--windows", help="Held-out windows per checkpoint (default 64)."),
     length: Optional[int] = typer.Option(None, "--length", help="Frames per window (default 16)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Training store to use instead of the run's (default: the path recorded by `wm run`)."),
+    test_data: Optional[Path] = typer.Option(None, "--test-data", help="Held-out test store to use instead of the run's."),
 ):
     """Temporal straightness (cosine of consecutive latent velocities) of every checkpoint."""
-    rows = straightness_command(run_dir, windows=windows, length=length)
+    rows = straightness_command(run_dir, windows=windows, length=length, data=data, test_data=test_data)
     for r in rows:
         typer.echo(f"{r['label']:>12} step {r['step']:>7}  straightness {r['straightness']:.4f}")
 

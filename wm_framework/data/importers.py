@@ -9,7 +9,10 @@ Formats (see docs/datasets.md for the exact input layouts):
 * ``parquet``: one row per step with an episode id column; images as PNG bytes or arrays.
 
 Every importer writes only into ``out`` (which must not exist yet) through StoreWriter,
-so the imported store has the same crash-safety and layout as a collected one.
+so the imported store has the same crash-safety and layout as a collected one. Pixel
+frames in (C, H, W) or grayscale (H, W) are stored as (H, W, C); the source layout is
+detected or given (``layout``), never guessed (``layout.py``), and recorded in the
+store's env params.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 
 import numpy as np
 
+from wm_framework.data.layout import detect_layout, hwc_shape, to_hwc
 from wm_framework.data.store import EpisodeStore
 from wm_framework.data.writer import StoreWriter
 from wm_framework.errors import WMUsageError
@@ -29,10 +33,16 @@ OBS_NAMES = ("pixels", "image", "obs", "observation", "observation.image", "stat
 EPISODE_NAMES = ("episode", "episode_id", "episode_index")
 STEP_NAMES = ("step", "t", "timestep", "frame_index")
 FORMATS = ("npy-shards", "hdf5", "parquet")
+#: Row bookkeeping of LeRobot-style tables (positions and times, not ground truth): never labels.
+BOOKKEEPING = ("frame_index", "episode_index", "index", "timestamp", "task_index")
 
 
-def import_store(fmt: str, src, out, policy: str = "imported") -> EpisodeStore:
-    """Import ``src`` in format ``fmt`` into a new store at ``out``; returns it opened."""
+def import_store(fmt: str, src, out, policy: str = "imported", layout: str | None = None) -> EpisodeStore:
+    """Import ``src`` in format ``fmt`` into a new store at ``out``; returns it opened.
+
+    ``layout`` ("hwc", "chw" or "hw") says how the source stores pixel frames when the
+    shape alone cannot (see ``layout.detect_layout``).
+    """
     src, out = os.fspath(src), os.fspath(out)
     if fmt not in FORMATS:
         raise WMUsageError(f"unknown import format '{fmt}'; formats: {', '.join(FORMATS)}")
@@ -42,13 +52,19 @@ def import_store(fmt: str, src, out, policy: str = "imported") -> EpisodeStore:
         raise WMUsageError(f"'{out}' already exists; import writes a new store")
     reader = {"npy-shards": _npy_shards, "hdf5": _hdf5, "parquet": _parquet}[fmt]
     writer = None
-    for meta, episode in reader(src):
+    for meta, episode in reader(src, layout):
         if writer is None:
-            writer = StoreWriter(out, env={"name": f"imported:{fmt}", "params": {"source": os.path.abspath(src)}},
+            params = {"source": os.path.abspath(src), **({"layout": meta["layout"]} if meta.get("layout") else {})}
+            writer = StoreWriter(out, env={"name": f"imported:{fmt}", "params": params},
                                  obs_spec=meta["obs"], action_spec=meta["action"], label_names=meta["labels"])
         writer.append_episode(episode, policy, seed=-1)
     if writer is None:
         raise WMUsageError(f"'{src}' holds no complete episode")
+    if meta.get("final_actions_without_obs"):  # counted while reading: recorded, not silently lost
+        env = dict(writer.group.attrs["env"])
+        env["params"] = {**env["params"], "final_actions_without_obs": meta["final_actions_without_obs"],
+                         "final_reward_without_obs": round(meta["final_reward_without_obs"], 6)}
+        writer.group.attrs.update({"env": env})
     return EpisodeStore.open(out)
 
 
@@ -77,9 +93,11 @@ def make_episode(obs: np.ndarray, action: np.ndarray, reward=None, terminated: b
     return ep
 
 
-def _obs_spec(sample: np.ndarray) -> dict:
+def _obs_spec(sample: np.ndarray, layout: str | None = None) -> dict:
+    """The store's obs spec for one source frame (pixels in ``layout`` become (H, W, C))."""
     if sample.dtype == np.uint8:
-        return {"key": "pixels", "shape": list(sample.shape), "dtype": "uint8"}
+        shape = hwc_shape(sample.shape, layout) if layout else list(sample.shape)
+        return {"key": "pixels", "shape": shape, "dtype": "uint8"}
     if sample.ndim == 1:
         return {"key": "state", "shape": list(sample.shape), "dtype": "float32"}
     raise WMUsageError(f"observations must be uint8 images or 1-D float states, got {sample.dtype} {sample.shape}")
@@ -92,7 +110,12 @@ def _action_spec(actions: np.ndarray) -> dict:
 
 
 # -- npy-shards ------------------------------------------------------------------------------
-def _npy_shards(src: str):
+def _pixel_layout(sample: np.ndarray, layout: str | None, where: str) -> str | None:
+    """The source layout of uint8 frames like ``sample`` (None for float states)."""
+    return detect_layout(sample.shape, layout, where) if sample.dtype == np.uint8 else None
+
+
+def _npy_shards(src: str, layout: str | None = None):
     """Rebuild episodes from overlapping windows (REFERENCE §3).
 
     Row t of the shards holds frames f[t-L+1..t], actions a[t-L+1..t] and their done
@@ -126,12 +149,13 @@ def _npy_shards(src: str):
     if n_actions is None:
         n_actions = 1 + max(int(s["actions"].max()) for s in shards if len(s["actions"]))
     frame_shape = shards[0]["frames"].shape[2:]
-    meta = {"obs": _obs_spec(np.zeros(frame_shape, np.uint8)), "action": {"type": "discrete", "n": int(n_actions)},
-            "labels": []}
+    layout = _pixel_layout(np.zeros(frame_shape, np.uint8), layout, f"shard frames {tuple(shards[0]['frames'].shape)}")
+    meta = {"obs": _obs_spec(np.zeros(frame_shape, np.uint8), layout), "action": {"type": "discrete", "n": int(n_actions)},
+            "labels": [], "layout": layout}
     frames, actions, prev_actions = [], [], None
 
     def finish():
-        obs = np.concatenate(frames)
+        obs = to_hwc(np.concatenate(frames), layout)
         act = np.concatenate(actions)
         return meta, make_episode(obs, act)  # last stored action has no next frame: dropped (padding)
 
@@ -159,7 +183,7 @@ def _npy_shards(src: str):
 
 
 # -- hdf5 ------------------------------------------------------------------------------------
-def _hdf5(src: str):
+def _hdf5(src: str, layout: str | None = None):
     """One dataset per column, episodes given by ``ep_offset`` and ``ep_len`` (rows).
 
     Columns: the observation (pixels|image|obs|observation|state), ``action``,
@@ -195,12 +219,14 @@ def _hdf5(src: str):
         obs_sample = np.asarray(obs_ds[0])
         if obs_sample.dtype != np.uint8:
             obs_sample = obs_sample.astype(np.float32)
-        meta = {"obs": _obs_spec(obs_sample), "action": _action_spec(actions_all), "labels": list(label_cols)}
+        layout = _pixel_layout(obs_sample, layout, f"hdf5 dataset '{obs_name}' {tuple(obs_ds.shape)}")
+        meta = {"obs": _obs_spec(obs_sample, layout), "action": _action_spec(actions_all), "labels": list(label_cols),
+                "layout": layout}
         reward_name = next((r for r in ("reward", "rewards") if r in names), None)
         for off, length in zip(offsets, lengths):
             sl = slice(int(off), int(off + length))
             obs = np.asarray(obs_ds[sl])
-            obs = obs if obs.dtype == np.uint8 else obs.astype(np.float32)
+            obs = to_hwc(obs, layout) if layout else obs.astype(np.float32)
             act = actions_all[sl]
             reward = np.asarray(h5[reward_name][sl], np.float32) if reward_name else None
             if prev_aligned:  # row t held a_{t-1}: move it to row t-1, where it was taken
@@ -215,12 +241,20 @@ def _hdf5(src: str):
 
 
 # -- parquet ---------------------------------------------------------------------------------
-def _parquet(src: str):
+def _parquet(src: str, layout: str | None = None):
     """One row per step; rows grouped by an episode column (episode|episode_id|episode_index)
     and ordered by a step column when there is one. The observation column holds PNG
     bytes (or ``{"bytes": ...}`` structs, as in Hugging Face image columns) or arrays;
     ``action`` holds ints or float lists; ``reward``/``terminated`` are optional; other
     numeric scalar columns become labels. The last row of an episode is its final obs.
+
+    LeRobot tables map by their documented meaning: ``next.reward`` is the reward of the
+    row's action (the store's ``reward``), ``next.done`` set on an episode's last row
+    makes it ``terminated``; ``frame_index``, ``episode_index``, ``index``, ``timestamp``,
+    ``task_index`` and the other ``next.*`` outcomes are bookkeeping, never labels. A
+    LeRobot table has no observation after an episode's last action, so that action and
+    its reward cannot be a store row: they are counted in the store's env params
+    (``final_actions_without_obs``, ``final_reward_without_obs``), not silently lost.
     """
     try:
         import pyarrow.parquet as pq
@@ -234,20 +268,30 @@ def _parquet(src: str):
         raise WMUsageError(f"parquet '{src}' needs an episode column ({'|'.join(EPISODE_NAMES)}), an observation "
                            f"column ({'|'.join(OBS_NAMES)}) and 'action'; it has {cols}")
     step_col = next((c for c in STEP_NAMES if c in cols), None)
+    reward_col = next((c for c in ("reward", "next.reward") if c in cols), None)
+    done_col = next((c for c in ("terminated", "next.done") if c in cols), None)
+    lerobot = any(c.startswith("next.") for c in cols)
     episode_ids = table.column(ep_col).to_numpy()
     steps = table.column(step_col).to_numpy() if step_col else np.arange(len(episode_ids))
     order = np.lexsort((steps, episode_ids))
     actions = np.asarray(table.column("action").to_pylist())
-    known = {ep_col, obs_col, step_col, "action", "reward", "terminated", "truncated", "done"}
-    label_cols = [c for c in cols if c not in known and _is_numeric(table.schema.field(c).type)]
+    known = {ep_col, obs_col, step_col, "action", "reward", "terminated", "truncated", "done", *BOOKKEEPING}
+    label_cols = [c for c in cols if c not in known and not c.startswith("next.")
+                  and _is_numeric(table.schema.field(c).type)]
     meta = None
     bounds = np.flatnonzero(np.diff(episode_ids[order])) + 1
     for rows in np.split(order, bounds):
         obs = np.stack([_decode_obs(table.column(obs_col)[int(r)].as_py()) for r in rows])
         if meta is None:
-            meta = {"obs": _obs_spec(obs[0]), "action": _action_spec(actions), "labels": label_cols}
-        reward = table.column("reward").take(rows).to_numpy() if "reward" in cols else None
-        term = bool(table.column("terminated")[int(rows[-1])].as_py()) if "terminated" in cols else False
+            layout = _pixel_layout(obs[0], layout, f"parquet column '{obs_col}' (frames {obs.shape[1:]})")
+            meta = {"obs": _obs_spec(obs[0], layout), "action": _action_spec(actions), "labels": label_cols,
+                    "layout": layout, "final_actions_without_obs": 0, "final_reward_without_obs": 0.0}
+        obs = to_hwc(obs, layout) if layout else obs
+        reward = table.column(reward_col).take(rows).to_numpy(zero_copy_only=False) if reward_col else None
+        term = bool(table.column(done_col)[int(rows[-1])].as_py()) if done_col else False
+        if lerobot:  # the last row's action has a real outcome, unobserved
+            meta["final_actions_without_obs"] += 1
+            meta["final_reward_without_obs"] += float(reward[-1]) if reward is not None else 0.0
         labels = {c: table.column(c).take(rows).to_numpy(zero_copy_only=False) for c in label_cols}
         yield meta, make_episode(obs, actions[rows], reward, term, labels)
 

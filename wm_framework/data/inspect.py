@@ -32,6 +32,7 @@ def store_info(path) -> dict:
         "schema_version": store.attrs["schema_version"],
         "env": store.env,
         "obs": store.attrs["obs"],
+        "obs_layout": obs_layout(store),
         "action": store.action_spec,
         "label_names": store.label_names,
         "plugin_versions": store.attrs.get("plugin_versions", {}),
@@ -47,6 +48,19 @@ def store_info(path) -> dict:
         "bytes_raw": bytes_raw,
         "arrays": arrays,
     }
+
+
+def obs_layout(store: EpisodeStore) -> str:
+    """How to read the obs shape: '(H, W, C)' for pixels (plus the source layout of an
+    imported store, e.g. 'from channel-first (C, H, W)'), '(D,)' for states."""
+    if store.obs_key != "obs/pixels":
+        return "(D,)"
+    source = store.env.get("params", {}).get("layout")
+    if source is None:
+        return "(H, W, C)"
+    from wm_framework.data.layout import describe
+
+    return f"(H, W, C), imported from {describe(source)}"
 
 
 def bytes_on_disk(path: str) -> int:

@@ -223,6 +223,10 @@ def check_attrs(path: str, attrs: dict) -> None:
             raise WMUsageError(f"store '{path}': attribute '{key}' is missing or not a table")
     if attrs["obs"].get("key") not in ("pixels", "state"):
         raise WMUsageError(f"store '{path}': attribute obs.key must be 'pixels' or 'state', got {attrs['obs'].get('key')!r}")
+    if attrs["obs"]["key"] == "pixels" and len(attrs["obs"].get("shape", [])) != 3:
+        # e.g. grayscale frames stored as (H, W): every model expects (H, W, C) and fails much later
+        raise WMUsageError(f"store '{path}': pixel observations must have shape (H, W, C), got {attrs['obs'].get('shape')}; "
+                           "import the source again (wm data import, see --layout)")
     act = attrs["action"]
     if act.get("type") not in ("discrete", "continuous") or ("n" if act.get("type") == "discrete" else "dim") not in act:
         raise WMUsageError(f"store '{path}': attribute 'action' must be {{type=discrete, n}} or {{type=continuous, dim}}, got {act}")

@@ -9,7 +9,9 @@ model must beat to be learning dynamics rather than the background.
 
 Models whose predictor has ``next_obs`` are scored on frames (MSE, PSNR, SSIM, in
 the model's own frame space: ``encoder.preprocess`` when it has one, e.g. gray 84x84);
-MSE and SSIM are means over rollouts, PSNR is that of the mean MSE.
+MSE and SSIM are means over rollouts, PSNR is that of the mean MSE. Every mean comes
+with its spread over rollouts (``spread``: std and the half-width of a normal 95%
+interval of the mean; PSNR's by the delta method from the MSE's) and n.
 Latent-only models (JEPA) are scored on latents: MSE between the rolled-out latent and
 the encoding of the true frame (``latent_mse``), against the copy-last-latent baseline.
 """
@@ -47,6 +49,7 @@ class RolloutResult:
     samples_true: np.ndarray | None = None  # [N, context+H, H, W, C] uint8 frames (pixels only)
     samples_pred: np.ndarray | None = None  # the same with predictions after the context
     extra: dict = field(default_factory=dict)
+    spread: dict[str, dict[int, dict[str, dict[str, float]]]] = field(default_factory=dict)  # who -> h -> metric -> {std, ci95}
 
     def metric_names(self) -> list[str]:
         return ["mse", "psnr", "ssim"] if self.space == "pixels" else ["latent_mse"]
@@ -58,6 +61,7 @@ class RolloutResult:
             "horizons": self.horizons,
             "n_rollouts": self.n_rollouts,
             "metrics": {who: {str(h): v for h, v in per_h.items()} for who, per_h in self.metrics.items()},
+            "spread": {who: {str(h): v for h, v in per_h.items()} for who, per_h in self.spread.items()},
             "mse_curve": self.curve,
             "beats_copy_last": self.beats_baseline(),
             **self.extra,
@@ -104,13 +108,40 @@ class _Accumulator:
     def __init__(self, horizons: Sequence[int], max_h: int):
         self.horizons = list(horizons)
         self.sums: dict[str, dict[int, dict[str, float]]] = {MODEL: {}, BASELINE: {}}
+        self.squares: dict[str, dict[int, dict[str, float]]] = {MODEL: {}, BASELINE: {}}
         self.curve = {MODEL: np.zeros(max_h), BASELINE: np.zeros(max_h)}
         self.n = 0
 
     def add(self, who: str, h: int, values: dict[str, torch.Tensor]) -> None:
         slot = self.sums[who].setdefault(h, {})
+        sq = self.squares[who].setdefault(h, {})
         for k, v in values.items():
             slot[k] = slot.get(k, 0.0) + float(v.double().sum())
+            sq[k] = sq.get(k, 0.0) + float(v.double().pow(2).sum())
+
+    def spread(self) -> dict[str, dict[int, dict[str, dict[str, float]]]]:
+        """who -> horizon -> metric -> {"std": over rollouts, "ci95": half-width of the mean's 95% interval}.
+
+        Normal approximation (1.96 standard errors); PSNR, a function of the mean MSE, gets
+        its half-width by the delta method: 10 / ln 10 * ci95(MSE) / MSE.
+        """
+        out: dict = {}
+        n = self.n
+        for who in self.sums:
+            out[who] = {}
+            for h in self.horizons:
+                per = {}
+                for k, total in self.sums[who][h].items():
+                    mean = total / n
+                    var = max(self.squares[who][h][k] / n - mean * mean, 0.0) * n / max(n - 1, 1)
+                    std = float(np.sqrt(var))
+                    per[k] = {"std": std, "ci95": 1.96 * std / np.sqrt(n)}
+                if "mse" in per:
+                    mse = self.sums[who][h]["mse"] / n
+                    half = 10.0 / np.log(10.0) * per["mse"]["ci95"] / mse if mse > 0 else float("inf")
+                    per["psnr"] = {"std": None, "ci95": float(half)}
+                out[who][h] = per
+        return out
 
     def means(self) -> dict[str, dict[int, dict[str, float]]]:
         out = {who: {h: {k: v / self.n for k, v in self.sums[who][h].items()} for h in self.horizons}
@@ -211,6 +242,7 @@ def evaluate_rollouts(
         context=context,
         space="pixels" if pixel_model else "latent",
         metrics=acc.means(),
+        spread=acc.spread(),
         curve={who: (c / acc.n).tolist() for who, c in acc.curve.items()},
         n_rollouts=acc.n,
         samples_true=np.stack(kept_true) if kept_true else None,

@@ -5,7 +5,7 @@ Recipe table (validated by :class:`EvalConfig`)::
     [eval]
     horizons = [1, 5, 10, 30, 32]
     episodes = 16            # held-out windows rolled out (spread over many episodes)
-    split = "test"           # the test store if the recipe has one, else the holdout/val split
+    split = "test"           # the test store if the recipe has one, else holdout, else val (named as such)
     video = true
     [eval.reference]         # published figures to put next to ours (optional)
     label = "reference CoinRun next-frame CNN, 10k steps"
@@ -16,6 +16,12 @@ Recipe table (validated by :class:`EvalConfig`)::
 
 Writes ``rollout_metrics.json``/``.csv`` into the run directory, ``plots/rollout_mse.png``,
 ``videos/rollout_<i>.mp4``/``.gif``, ``results.json["eval"]`` and the report's "eval" section.
+
+Every figure names the split it was measured on as it really is: ``split = "test"``
+without a test store falls back to the holdout split, or to the validation split,
+which also chose the best checkpoint; results.json and the report then say so. Every
+mean comes with n and a 95% interval, and the report counts the evaluation windows
+that also occur in the training split (``wm_framework.data.overlap``).
 """
 
 from __future__ import annotations
@@ -44,7 +50,9 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     horizons: list[int] = Field(default_factory=lambda: [1, 5, 10, 30, 32], description="Steps ahead to report.")
     episodes: int = Field(default=8, ge=1, description="Held-out windows to roll out.")
-    split: Literal["test", "holdout", "val"] = Field(default="test", description="Held-out data to use.")
+    split: Literal["test", "holdout", "val"] = Field(
+        default="test", description="Held-out data to use: 'test' is the test store, else the holdout split, else "
+        "the val split (results name the split actually used).")
     checkpoint: str = Field(default="last", description="Checkpoint to evaluate: last, best, a label or a path.")
     context: int | None = Field(default=None, ge=1, description="Ground-truth frames given first (default: model history).")
     batch_size: int = Field(default=8, ge=1, description="Rollouts run together.")
@@ -52,6 +60,8 @@ class EvalConfig(BaseModel):
     videos: int = Field(default=2, ge=0, description="Number of clips.")
     fps: int = Field(default=8, ge=1, description="Frames per second of the clips.")
     reference: ReferenceFigures | None = Field(default=None, description="Published figures to compare against.")
+    overlap: bool = Field(default=True, description="Count the evaluation windows that also occur, bit for bit, in "
+                          "the training split (one hash pass over both) and report it.")
 
     @field_validator("horizons")
     @classmethod
@@ -80,9 +90,10 @@ def run_eval(ctx, cfg: EvalConfig):
     model = ctx.load_model(cfg.checkpoint, device=ctx.device)
     context = cfg.context or model.history or 1
     need = context + max(cfg.horizons)
-    sampler = ctx.sampler(cfg.split, length=need)
+    split, split_note = _resolve_split(ctx, cfg.split)
+    sampler = ctx.sampler(split, length=need)
     if len(sampler) == 0:
-        raise WMUsageError(f"eval: the {cfg.split} split has no episode long enough for {need} frames "
+        raise WMUsageError(f"eval: the {split} split has no episode long enough for {need} frames "
                            f"(context {context} + horizon {max(cfg.horizons)}); lower eval.horizons")
     result = evaluate_rollouts(model, sampler_batches(sampler, cfg.episodes, cfg.batch_size), cfg.horizons,
                                context=context, device=ctx.device, keep_samples=cfg.videos if cfg.video else 0)
@@ -96,12 +107,34 @@ def run_eval(ctx, cfg: EvalConfig):
             paths = write_side_by_side(true, pred, ctx.videos_dir / f"rollout_{i}", fps=cfg.fps, marker_from=result.context)
             videos.append({k: str(p.relative_to(ctx.path)) for k, p in paths.items()})
     summary = result.to_json()
-    summary.update(checkpoint=cfg.checkpoint, split=cfg.split, files=files, videos=videos)
+    summary.update(checkpoint=cfg.checkpoint, split=split, split_requested=cfg.split, split_note=split_note,
+                   files=files, videos=videos)
+    overlap = _overlap(ctx, sampler, need) if cfg.overlap else None
+    if overlap is not None:
+        summary["overlap"] = {**overlap.to_json(), "describe": overlap.describe()}
     if cfg.reference is not None:
         summary["reference"] = compare_with_reference(result, cfg.reference)
     ctx.update_results("eval", summary)
-    ctx.write_report_section("eval", "Open-loop rollouts", render_markdown(result, cfg, files, videos))
+    ctx.write_report_section("eval", "Open-loop rollouts",
+                             render_markdown(result, cfg, files, videos, split_note, summary.get("overlap")))
     return result
+
+
+def _resolve_split(ctx, split: str) -> tuple[str, str]:
+    """(split read, its truthful name); contexts without ``resolve_split`` read what they are asked."""
+    if hasattr(ctx, "resolve_split"):
+        return ctx.resolve_split(split)
+    return split, f"{split} split"
+
+
+def _overlap(ctx, sampler, window: int):
+    """Evaluation windows that also occur in the training split (None when not measurable)."""
+    if not (hasattr(sampler, "store") and hasattr(ctx, "splits") and hasattr(ctx, "stores")):
+        return None
+    from wm_framework.data.overlap import window_overlap  # lazy: hashing code is only needed here
+
+    return window_overlap(ctx.stores()["train"], sampler.store, window, sampler.frameskip,
+                          episodes_a=ctx.splits()["train"], episodes_b=sampler.episodes)
 
 
 def compare_with_reference(result, ref: ReferenceFigures) -> dict:
@@ -125,17 +158,20 @@ def compare_with_reference(result, ref: ReferenceFigures) -> dict:
     return out
 
 
-def render_markdown(result, cfg: EvalConfig, files: dict, videos: list) -> str:
-    """The report section: per-horizon table, baseline verdict, reference comparison, links."""
+def render_markdown(result, cfg: EvalConfig, files: dict, videos: list, split_note: str | None = None,
+                    overlap: dict | None = None) -> str:
+    """The report section: per-horizon table (mean ± 95% interval), baseline verdict, reference comparison, links."""
     names = result.metric_names()
     m, b = result.metrics["model"], result.metrics["copy_last"]
+    sm, sb = result.spread.get("model", {}), result.spread.get("copy_last", {})
     head = "| horizon | " + " | ".join(f"model {n}" for n in names) + " | " + " | ".join(f"copy-last {n}" for n in names)
     head += " | beats copy-last |\n|---|" + "---|" * (2 * len(names) + 1) + "\n"
     rows = ""
     beats = result.beats_baseline()
     for h in result.horizons:
-        rows += f"| {h} | " + " | ".join(_fmt(n, m[h][n]) for n in names) + " | "
-        rows += " | ".join(_fmt(n, b[h][n]) for n in names) + f" | {'yes' if beats[str(h)] else 'no'} |\n"
+        rows += f"| {h} | " + " | ".join(_fmt_pm(n, m[h][n], sm.get(h, {}).get(n)) for n in names) + " | "
+        rows += " | ".join(_fmt_pm(n, b[h][n], sb.get(h, {}).get(n)) for n in names)
+        rows += f" | {'yes' if beats[str(h)] else 'no'} |\n"
     n_beat = sum(beats.values())
     if n_beat == len(beats):
         verdict = "The model beats the copy-last-frame baseline at every horizon."
@@ -144,9 +180,14 @@ def render_markdown(result, cfg: EvalConfig, files: dict, videos: list) -> str:
     else:
         won = ", ".join(h for h, ok in beats.items() if ok)
         verdict = f"The model beats the copy-last-frame baseline only at horizons {won} (of {len(beats)})."
-    text = (f"{result.n_rollouts} open-loop rollouts on the `{cfg.split}` split, checkpoint `{cfg.checkpoint}`, "
+    where = split_note or f"{cfg.split} split"
+    text = (f"n = {result.n_rollouts} open-loop rollouts on the **{where}**, checkpoint `{cfg.checkpoint}`, "
             f"{result.context} ground-truth context frames, then predictions fed back with the recorded actions "
-            f"({'frames' if result.space == 'pixels' else 'latents'} scored).\n\n{head}{rows}\n{verdict}\n")
+            f"({'frames' if result.space == 'pixels' else 'latents'} scored). Each cell: mean over the rollouts "
+            f"± half-width of its 95% interval (normal approximation; PSNR by the delta method).\n\n")
+    if overlap is not None:
+        text += f"Train/evaluation overlap: {overlap['describe']}.\n\n"
+    text += f"{head}{rows}\n{verdict}\n"
     if cfg.reference is not None and result.space == "pixels":
         cmp = compare_with_reference(result, cfg.reference)
         lines = [f"\n**Against {cfg.reference.label}:**\n", "| metric | reference | ours | we beat it |", "|---|---|---|---|"]
@@ -168,6 +209,12 @@ def render_markdown(result, cfg: EvalConfig, files: dict, videos: list) -> str:
         text += "\nGround truth | prediction (a red bar marks the open-loop frames): " + ", ".join(
             f"[{v['mp4']}]({v['mp4']}) ([gif]({v['gif']}))" for v in videos) + "\n"
     return text
+
+
+def _fmt_pm(metric: str, v: float, spread: dict | None) -> str:
+    if not spread or spread.get("ci95") is None:
+        return _fmt(metric, v)
+    return f"{_fmt(metric, v)} ± {_fmt(metric, spread['ci95'])}"
 
 
 def _fmt(metric: str, v: float) -> str:

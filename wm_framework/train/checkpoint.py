@@ -7,55 +7,13 @@ half of one. Loading never unpickles arbitrary objects.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
 
+# The writers live in wm_framework.atomic (no torch); re-exported for existing callers.
+from wm_framework.atomic import atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: F401
 from wm_framework.errors import WMUsageError
-
-
-def atomic_write(path: str | Path, write: Callable[[Any], None]) -> None:
-    """Write through ``write(fileobj)`` to a temp file in the same directory, fsync, then
-    rename over ``path``: a crash leaves the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
-
-
-def _json_default(o):
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if hasattr(o, "item"):
-        return o.item()
-    return str(o)
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:

@@ -44,12 +44,58 @@ class MetricsLogger:
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=step)
 
+    def log_image(self, tag: str, image, step: int, path: Path) -> None:
+        """An RGB uint8 image [H, W, 3], already written to ``path``, to TensorBoard and W&B
+        (metrics.jsonl holds numbers only; the file in the run directory is the record)."""
+        if self._tb is not None:
+            self._tb.add_image(tag, image, step, dataformats="HWC")
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb.log({tag: wandb.Image(str(path))}, step=step)
+
+    def log_video(self, tag: str, frames, step: int, fps: int, path: Path) -> None:
+        """RGB uint8 frames [T, H, W, 3], already written to ``path`` (MP4), to TensorBoard and W&B.
+
+        TensorBoard's ``add_video`` needs moviepy with ``moviepy.editor`` (gone in moviepy
+        2); without it the clip is logged as one image of a few evenly spaced frames.
+        W&B gets the MP4 file itself, so it needs no encoder of its own.
+        """
+        if self._tb is not None:
+            if _has_moviepy_editor():
+                self._tb.add_video(tag, frames.transpose(0, 3, 1, 2)[None], step, fps=fps)
+            else:
+                self._tb.add_image(tag, frame_row(frames), step, dataformats="HWC")
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb.log({tag: wandb.Video(str(path), fps=fps)}, step=step)
+
     def close(self) -> None:
         self._f.close()
         if self._tb is not None:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def _has_moviepy_editor() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("moviepy.editor") is not None
+    except ModuleNotFoundError:  # moviepy itself is missing
+        return False
+
+
+def frame_row(frames, max_frames: int = 8, max_height: int = 256):
+    """Up to ``max_frames`` evenly spaced frames of a clip [T, H, W, 3] side by side, shrunk by
+    an integer step to at most ``max_height`` px tall: a still stand-in for a video."""
+    import numpy as np
+
+    idx = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
+    step = max(1, -(-frames.shape[1] // max_height))
+    return np.ascontiguousarray(np.concatenate(list(frames[idx, ::step, ::step]), axis=1))
 
 
 class Progress:

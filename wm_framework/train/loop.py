@@ -193,6 +193,19 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
     epoch_marks = sorted(float(e) for e in cfg.checkpoint_epochs)
     index = _load_index(ckpt_dir)
     last_grad_norm = float("nan")
+    curve = None
+    if main and cfg.probe_curve is not None:  # the learning curve (rank 0, the unwrapped model)
+        from wm_framework.train.probe_curve import ProbeCurve
+
+        curve = ProbeCurve(ctx, model, device, cfg.probe_curve.every, cfg.probe_curve.rows, recipe.seed)
+        if step == 0:
+            logger.log({"epoch": 0.0, **curve.measure(0)})
+    views = None
+    if main:  # image strips and rollout videos, for models whose predictor returns observations
+        from wm_framework.train.views import TrainingViews
+
+        views = TrainingViews.for_run(ctx.path, cfg.views, model, val_sampler if val_sampler is not None else train_sampler,
+                                      logger, device, cfg.eval_every)
     prefetch = _Prefetcher(train_sampler, cfg.batch_size, recipe.seed, step, total, shard=shard)
     t_last, samples_since = time.perf_counter(), 0
     bar_info = ""
@@ -296,6 +309,10 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
                     if val["val/loss"] < best_val:
                         best_val, best_step = val["val/loss"], step
                         checkpoint("best")
+            if curve is not None and (curve.due(step) or step == total):
+                logger.log({"epoch": step / steps_per_epoch, **curve.measure(step)})
+            if views is not None:
+                views.after_step(step, total)
             for e in epoch_marks:
                 mark = int(math.ceil(e * steps_per_epoch))
                 if mark == step:
@@ -313,6 +330,8 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
         summary["world_size"] = dist_info.world_size
     if main:
         ctx.update_results("train", summary)
+        if curve is not None:
+            curve.finish()
     return summary
 
 

@@ -1,0 +1,1 @@
+"""The shipped recipes, installed as package data (``wm recipes list``, ``wm run NAME``)."""
