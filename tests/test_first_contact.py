@@ -34,8 +34,8 @@ def test_dash_h_is_help_everywhere(argv):
 
 
 def test_collect_help_points_at_a_command_that_exists():
-    r = run_wm("data", "collect", "--help", env={"COLUMNS": "300"})
-    assert "wm components list --kind envs" in r.stdout
+    r = run_wm("data", "collect", "--help")
+    assert "wm components list --kind envs" in " ".join(r.stdout.split())  # help text wraps
     listed = run_wm("components", "list", "--kind", "envs", "--json")
     assert listed.returncode == 0, listed.stderr
     assert "breakout" in {row["name"] for row in json.loads(listed.stdout)}

@@ -18,13 +18,17 @@ import typer
 #: `-h` works like `--help` everywhere: click hands a context's help options to its
 #: sub-commands, plugin commands included.
 HELP = {"help_option_names": ["-h", "--help"]}
+#: Plain (click) help text, not Rich panels: typer's Rich help imports rich.markdown and
+#: markdown-it, 0.14 s of the 0.48 s `wm --help` took (benchmarks/startup.py). Tables
+#: that commands print (`wm plugins list`, ...) still use Rich.
+PLAIN = {"rich_markup_mode": None, "context_settings": HELP}
 
 app = typer.Typer(name="wm", help="Train and evaluate world models across environments.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, context_settings=HELP)
-plugins_app = typer.Typer(help="Installed plugins.", no_args_is_help=True, context_settings=HELP)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, **PLAIN)
+plugins_app = typer.Typer(help="Installed plugins.", no_args_is_help=True, **PLAIN)
 components_app = typer.Typer(help="Registered components (envs, policies, encoders, ...).", no_args_is_help=True,
-                             context_settings=HELP)
-recipes_app = typer.Typer(help="The recipes that ship with wm-framework.", no_args_is_help=True, context_settings=HELP)
+                             **PLAIN)
+recipes_app = typer.Typer(help="The recipes that ship with wm-framework.", no_args_is_help=True, **PLAIN)
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(components_app, name="components")
 app.add_typer(recipes_app, name="recipes")

@@ -15,7 +15,7 @@ import typer
 from wm_framework.errors import WMUsageError
 
 app = typer.Typer(help="Episode datasets: collect, info, validate, import, overlap.", no_args_is_help=True,
-                  context_settings={"help_option_names": ["-h", "--help"]})
+                  rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]})  # plain help: see cli.PLAIN
 
 
 def parse_value(text: str):
