@@ -306,3 +306,18 @@ def test_crop_is_applied_before_the_resize_and_checked():
         wm_framework.create("encoders", "vit", crop=[32, 300, 8, 152], obs_shape=(1, 210, 160))
     with pytest.raises(WMUsageError, match="resize"):
         wm_framework.create("encoders", "vit", resize="lanczos")
+
+
+def test_flatten_pooling_is_position_aware_where_cls_is_built_from_all_tokens():
+    enc = wm_framework.create("encoders", "vit", image_size=[16, 16], patch_size=8, width=16, depth=1, heads=2,
+                              projector=False, normalize=False, pooling="flatten", obs_shape=(1, 16, 16))
+    assert enc.flatten.in_features == 4 * 16  # 2x2 patches x width
+    left, right = torch.zeros(1, 1, 1, 16, 16), torch.zeros(1, 1, 1, 16, 16)
+    left[..., 2:4, 2:4] = 1.0
+    right[..., 2:4, 10:12] = 1.0  # the same object, one patch to the right
+    with torch.no_grad():
+        assert not torch.allclose(enc.features(left), enc.features(right))
+    from wm_framework.errors import WMUsageError
+
+    with pytest.raises(WMUsageError, match="pooling"):
+        wm_framework.create("encoders", "vit", pooling="attention")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_wm
+from conftest import ROOT, run_wm
 
 RECIPE = """
 name = "toy_truth"
@@ -108,3 +108,19 @@ def test_resume_refuses_overrides_that_would_change_the_experiment(finished_run,
         run_recipe(None, ["data.window=3"], resume=str(finished_run), progress=False)
     assert (finished_run / "recipe.resolved.toml").read_text() == before  # nothing changed on disk
     assert "resumed_with" not in json.loads((finished_run / "run.json").read_text())
+
+
+def test_resume_rules_for_measurement_tables_and_runs_setting_both_lengths():
+    from wm_framework.errors import WMUsageError
+    from wm_framework.resume import is_safe, resume_overrides
+    from wm_framework.recipe import load_toml
+
+    assert is_safe("train.probe_curve") and is_safe("train.probe_curve.every") and is_safe("train.views.images")
+    assert not is_safe("train.lr") and not is_safe("model.encoder.width")
+    data = load_toml(ROOT / "recipes" / "lewm_breakout.toml")  # sets train.epochs = 100
+    data["train"]["steps"] = 50  # a preset that also sets steps: steps wins, so steps may grow
+    new, changes = resume_overrides(data, ["train.steps=80"])
+    assert new["train"]["steps"] == 80 and changes == [{"key": "train.steps", "value": 80, "previous": 50}]
+    del data["train"]["steps"]
+    with pytest.raises(WMUsageError, match="extend it with train.epochs"):
+        resume_overrides(data, ["train.steps=80"])

@@ -32,8 +32,8 @@ SAFE_KEYS = ("train.steps", "train.epochs", "train.eval_every", "train.eval_batc
              "train.checkpoint_every", "train.checkpoint_epochs")
 #: Tables whose every key may change on resume (stages that only read the finished model).
 SAFE_TABLES = ("probe", "eval")
-#: Sub-tables whose every key may change on resume: they change what is drawn, never what is trained.
-SAFE_SUBTABLES = ("train.views",)
+#: Sub-tables whose every key may change on resume: they change what is drawn or measured, never what is trained.
+SAFE_SUBTABLES = ("train.views", "train.probe_curve")
 #: Keys that may only grow: a resumed run never trains less than it was asked to.
 GROW_ONLY = ("train.steps", "train.epochs")
 
@@ -41,7 +41,7 @@ GROW_ONLY = ("train.steps", "train.epochs")
 def is_safe(key: str) -> bool:
     """Whether ``key`` may be changed when resuming."""
     return (key in SAFE_KEYS or key.split(".", 1)[0] in SAFE_TABLES
-            or any(key.startswith(t + ".") for t in SAFE_SUBTABLES))
+            or any(key == t or key.startswith(t + ".") for t in SAFE_SUBTABLES))
 
 
 def _get(data: dict, key: str) -> Any:
@@ -71,7 +71,9 @@ def resume_overrides(data: dict, items: list[str]) -> tuple[dict, list[dict]]:
         new, old = overrides.get(key), _get(data, key)
         if new is not None and old is not None and isinstance(new, (int, float)) and new < old:
             raise WMUsageError(f"--resume: {key}={new} is less than the run's {old}; a resumed run can only train longer")
-    if "train.steps" in overrides and _get(data, "train.epochs") is not None and "train.epochs" not in overrides:
+    # train.steps wins over train.epochs when a run sets both (the trainer's rule).
+    if ("train.steps" in overrides and _get(data, "train.steps") is None and _get(data, "train.epochs") is not None
+            and "train.epochs" not in overrides):
         raise WMUsageError("--resume: the run sets train.epochs; extend it with train.epochs=..., not train.steps")
     if "train.epochs" in overrides and _get(data, "train.steps") is not None and "train.steps" not in overrides:
         raise WMUsageError("--resume: the run sets train.steps; extend it with train.steps=..., not train.epochs")

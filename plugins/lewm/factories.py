@@ -48,7 +48,8 @@ def build_vit_encoder(
         heads: attention heads (width must be divisible by it).
         mlp_ratio: MLP hidden size as a multiple of width (preset: 4.0).
         mlp_dim: MLP hidden size; wins over mlp_ratio when given.
-        pooling: "cls" (LeWM) or "mean" (mean of the patch tokens; a probe baseline).
+        pooling: "cls" (LeWM), "mean" (mean of the patch tokens; a probe baseline) or
+            "flatten" (a linear map of the whole patch-token grid to width: position-aware).
         normalize: apply ImageNet mean/std after scaling to [0, 1].
         projector: put the Linear-BatchNorm-GELU-Linear projector after the pooled token.
         projector_hidden: hidden width of that projector (LeWM: 2048).
@@ -65,8 +66,8 @@ def build_vit_encoder(
         raise WMUsageError(f"vit: unknown preset {preset!r}; presets: {', '.join(VIT_PRESETS)}")
     if obs_shape is not None and (len(obs_shape) != 3 or obs_shape[0] not in (1, 3)):
         raise WMUsageError(f"vit: needs pixel frames with 1 or 3 channels (C, H, W), got obs_shape {tuple(obs_shape)}")
-    if pooling not in ("cls", "mean"):
-        raise WMUsageError(f"vit: pooling must be 'cls' or 'mean', got {pooling!r}")
+    if pooling not in ("cls", "mean", "flatten"):
+        raise WMUsageError(f"vit: pooling must be 'cls', 'mean' or 'flatten', got {pooling!r}")
     if resize not in ("bilinear", "area", "max"):
         raise WMUsageError(f"vit: resize must be 'bilinear', 'area' or 'max', got {resize!r}")
     if crop is not None:

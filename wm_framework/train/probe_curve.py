@@ -128,39 +128,8 @@ class ProbeCurve:
             log.warning("probe_curve: could not write the learning curve: %s", e)
 
     def _plot(self):
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from wm_framework.atomic import atomic_write
-
-        steps = [r["step"] for r in self.history]
-        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-        for task, _ in self.tasks:
-            ys = [r.get(f"curve/{task}", np.nan) for r in self.history]
-            ax.plot(steps, ys, marker="o", markersize=3, label=task)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("held-out R^2 (ridge on encoder features)")
-        ax.set_title(f"learning curve ({self.split_name.split(' (')[0]})")
-        ax.axhline(0.0, color="grey", lw=0.8)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        if any("diag/pred_vs_copy" in r for r in self.history):
-            ax2.plot(steps, [r.get("diag/pred_vs_copy", np.nan) for r in self.history], marker="o", markersize=3,
-                     label="predictor MSE / copy-last MSE")
-            ax2.axhline(1.0, color="grey", lw=0.8)
-        ax2.plot(steps, [r["diag/effective_rank"] / max(r["diag/latent_dim"], 1) for r in self.history], marker="s",
-                 markersize=3, label="effective rank / latent dim")
-        ax2.set_xlabel("training step")
-        ax2.grid(True, alpha=0.3)
-        ax2.legend(fontsize=8)
-        fig.tight_layout()
         path = self.ctx.plots_dir / "learning_curve.png"
-        try:
-            atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
-        finally:
-            plt.close(fig)
+        plot_learning_curve(self.history, [t for t, _ in self.tasks], self.split_name, path)
         return path
 
     def _report(self, plot_path) -> None:
@@ -182,6 +151,43 @@ class ProbeCurve:
         self.ctx.update_results("probe_curve", {"split": self.split_name, "every": self.every,
                                                 "history": self.history})
         self.ctx.write_report_section("learning_curve", "Learning curve", md)
+
+
+def plot_learning_curve(history: list[dict], tasks: list[str], split_name: str, path) -> None:
+    """Held-out R^2 per task against step (left) and the diagnostics (right, log scale:
+    the predictor/copy ratio starts in the thousands at a random initialisation)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from wm_framework.atomic import atomic_write
+
+    steps = [r["step"] for r in history]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for task in tasks:
+        ax.plot(steps, [r.get(f"curve/{task}", np.nan) for r in history], marker="o", markersize=3, label=task)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("held-out R^2 (ridge on encoder features)")
+    ax.set_title(f"learning curve ({' '.join(split_name.split()[:2])})")
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    if any("diag/pred_vs_copy" in r for r in history):
+        ax2.plot(steps, [r.get("diag/pred_vs_copy", np.nan) for r in history], marker="o", markersize=3,
+                 label="predictor MSE / copy-last MSE")
+        ax2.axhline(1.0, color="grey", lw=0.8)
+    ax2.plot(steps, [r["diag/effective_rank"] / max(r["diag/latent_dim"], 1) for r in history], marker="s",
+             markersize=3, label="effective rank / latent dim")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("training step")
+    ax2.grid(True, alpha=0.3)
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    finally:
+        plt.close(fig)
 
 
 def _history_from_metrics(path) -> list[dict]:
