@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -29,6 +28,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from wm_framework.atomic import atomic_write_text
 from wm_framework.errors import WMUsageError
 from wm_framework.evaluate.metrics import frame_metrics, psnr_from_mse
 from wm_framework.model import prepare_actions, prepare_obs
@@ -86,15 +86,9 @@ class RolloutResult:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = {"json": out_dir / f"{stem}.json", "csv": out_dir / f"{stem}.csv"}
-        _atomic_write(paths["json"], json.dumps(self.to_json(), indent=2) + "\n")
-        _atomic_write(paths["csv"], self.csv_text())
+        atomic_write_text(paths["json"], json.dumps(self.to_json(), indent=2) + "\n")
+        atomic_write_text(paths["csv"], self.csv_text())
         return paths
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _frames_to_uint8(x: torch.Tensor) -> np.ndarray:
