@@ -48,3 +48,18 @@ def test_curve_cadence_off_by_default_and_validated(tmp_path):
     with pytest.raises(RecipeError, match="train.probe_curve.every"):
         load_recipe(ROOT / "recipes" / "toy_ball.toml", ["train.probe_curve={every = 0}"])
     assert load_recipe(ROOT / "recipes" / "toy_ball.toml").train.probe_curve is None
+
+
+def test_replot_draws_the_curve_again_from_metrics(tmp_path):
+    from wm_framework.train.probe_curve import replot
+
+    run = _run(tmp_path)
+    out = replot(run, tmp_path / "again.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    (empty / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+    import pytest
+
+    with pytest.raises(SystemExit, match="no learning-curve records"):
+        replot(empty)

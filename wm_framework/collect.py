@@ -20,7 +20,7 @@ import zlib
 import numpy as np
 
 from wm_framework.data.store import EpisodeStore
-from wm_framework.data.writer import StoreWriter, WholeChunkWriter, _jsonish, whole_chunk_span
+from wm_framework.data.writer import StoreWriter, WholeChunkWriter, jsonish, whole_chunk_span
 from wm_framework.errors import WMUsageError
 
 def _split(spec: dict, kind: str) -> tuple[str, dict]:
@@ -232,7 +232,7 @@ def record_policies(writer: StoreWriter, policies: list[dict], labels: list[str]
     existing = set(np.asarray(writer.arrays["episodes/policy"][:writer.num_episodes]).astype(str).tolist())
     new = dict(old)
     for label, table in zip(labels, policies):
-        table = _jsonish(dict(table))
+        table = jsonish(dict(table))
         if label in old and old[label] != table:
             raise WMUsageError(f"store '{writer.path}' is incompatible: its '{label}' episodes were played by "
                                f"{old[label]} but this collection has {table}")
@@ -371,7 +371,7 @@ def _collect_in_workers(out, env, policies, labels, tasks, max_steps, workers, p
             msg = _next_message(results, procs)
             kind = msg[0]
             if kind == "ready":
-                if _jsonish(msg[2]) != _jsonish(specs):
+                if jsonish(msg[2]) != jsonish(specs):
                     raise RuntimeError(f"collection workers built different envs: {msg[2]} != {specs}")
             elif kind == "written":
                 payload = msg[2]

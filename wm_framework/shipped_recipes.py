@@ -47,31 +47,38 @@ def shipped_recipes() -> list[ShippedRecipe]:
     return out
 
 
+def _shipped_path(stem: str, unknown: str) -> Path:
+    """The shipped recipe file named ``stem``; else WMUsageError ``unknown`` + a did-you-mean."""
+    by_name = {r.name: r.path for r in shipped_recipes()}
+    if stem in by_name:
+        return by_name[stem]
+    close = difflib.get_close_matches(stem, list(by_name), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise WMUsageError(f"{unknown}{hint}; `wm recipes list` shows the shipped ones")
+
+
+def _stem(name: str) -> str:
+    return name[:-5] if name.endswith(".toml") else name
+
+
 def find_recipe(name_or_path: str | Path) -> Path:
     """An existing file as given, else the shipped recipe of that name (``.toml`` optional)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
-    by_name = {r.name: r.path for r in shipped_recipes()}
-    stem = path.name[:-5] if path.name.endswith(".toml") else path.name
+    stem = _stem(path.name)
+    unknown = f"{name_or_path}: recipe file not found, and no shipped recipe is named '{stem}'"
     # A bare name, or a clone-relative `recipes/NAME.toml` used from another directory.
-    if stem in by_name and (path.parent == Path(".") or path.parent.name == "recipes"):
-        return by_name[stem]
-    close = difflib.get_close_matches(stem, list(by_name), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise WMUsageError(f"{name_or_path}: recipe file not found, and no shipped recipe is named '{stem}'{hint}; "
-                       "`wm recipes list` shows the shipped ones")
+    if path.parent != Path(".") and path.parent.name != "recipes":
+        raise WMUsageError(f"{unknown}; `wm recipes list` shows the shipped ones")
+    return _shipped_path(stem, unknown)
 
 
 def copy_recipe(name: str, dest: str | Path | None = None, force: bool = False) -> Path:
     """Copy a shipped recipe to ``dest`` (a file, or a folder to put NAME.toml in; default
     ./NAME.toml) to edit; an existing file is kept unless ``force``."""
-    by_name = {r.name: r.path for r in shipped_recipes()}
-    stem = name[:-5] if name.endswith(".toml") else name
-    if stem not in by_name:
-        close = difflib.get_close_matches(stem, list(by_name), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise WMUsageError(f"{name}: no shipped recipe of that name{hint}; `wm recipes list` shows them")
+    stem = _stem(name)
+    source = _shipped_path(stem, f"{name}: no shipped recipe of that name")
     target = Path(dest) if dest is not None else Path(f"{stem}.toml")
     if target.is_dir():
         target = target / f"{stem}.toml"
@@ -79,5 +86,5 @@ def copy_recipe(name: str, dest: str | Path | None = None, force: bool = False) 
         raise WMUsageError(f"{target}: already exists (use --force to overwrite it)")
     from wm_framework.atomic import atomic_write_bytes
 
-    atomic_write_bytes(target, by_name[stem].read_bytes())
+    atomic_write_bytes(target, source.read_bytes())
     return target

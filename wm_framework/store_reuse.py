@@ -84,13 +84,13 @@ def _store_mismatch(store, cfg) -> str | None:
     asked is no mismatch: collection tops the store up.
     """
     from wm_framework.collect import build_env, describe_spaces, episode_seeds, policy_label
-    from wm_framework.data.writer import _jsonish
+    from wm_framework.data.writer import jsonish
 
     want_env = {"name": cfg.env.get("type"), "params": {k: v for k, v in cfg.env.items() if k not in ("type", "name")}}
     have_env = {"name": store.env.get("name"), "params": dict(store.env.get("params", {}))}
     if have_env["name"] != want_env["name"]:
         return f"its env is '{have_env['name']}', the recipe's is '{want_env['name']}'"
-    diff = _param_diff(_jsonish(have_env["params"]), _jsonish(want_env["params"]))
+    diff = _param_diff(jsonish(have_env["params"]), jsonish(want_env["params"]))
     if diff:
         return f"env {diff}"
     spec = _env_spec(cfg.env, build_env, describe_spaces)
@@ -98,7 +98,7 @@ def _store_mismatch(store, cfg) -> str | None:
         obs, action, labels = spec
         if tuple(obs["shape"]) != tuple(store.obs_shape) or obs["key"] != store.obs_key.split("/")[-1]:
             return f"its observations are {store.obs_key} {tuple(store.obs_shape)}, the env gives obs/{obs['key']} {tuple(obs['shape'])}"
-        if _jsonish(action) != _jsonish(store.action_spec) or list(labels) != store.label_names:
+        if jsonish(action) != jsonish(store.action_spec) or list(labels) != store.label_names:
             return f"its actions/labels are {store.action_spec} / {store.label_names}, the env gives {action} / {labels}"
     wanted = {policy_label(p): p for p in cfg.policies}
     extra = [p for p in store.policies() if p not in wanted]
@@ -106,7 +106,7 @@ def _store_mismatch(store, cfg) -> str | None:
         return f"it holds episodes of {', '.join(repr(p) for p in extra)}, which the recipe's policies do not include"
     recorded = dict(store.attrs.get("policies", {}))
     for label, table in wanted.items():
-        if label in recorded and _jsonish(recorded[label]) != _jsonish(table):
+        if label in recorded and jsonish(recorded[label]) != jsonish(table):
             return f"its '{label}' episodes were played by {recorded[label]}, the recipe asks for {table}"
         seeds = set(store.episode_seed[store.episode_policy == label].tolist())
         # An interrupted parallel collection commits any of the seeds it was given, not a

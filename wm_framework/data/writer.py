@@ -169,7 +169,7 @@ class StoreWriter:
             old = dict(self.group.attrs)
             check_attrs(self.path, old)
             for key in ("env", "obs", "action", "label_names"):
-                if _jsonish(old.get(key)) != _jsonish(attrs[key]):
+                if jsonish(old.get(key)) != jsonish(attrs[key]):
                     raise WMUsageError(
                         f"store '{self.path}' is incompatible: its {key} is {old.get(key)} but this writer has {attrs[key]}"
                     )
@@ -316,12 +316,12 @@ def _array_paths(group, prefix: str = "") -> list[str]:
     return out
 
 
-def _jsonish(x):
+def jsonish(x):
     """Normalise tuples to lists so that attrs read back from JSON compare equal."""
     if isinstance(x, dict):
-        return {k: _jsonish(v) for k, v in x.items()}
+        return {k: jsonish(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonish(v) for v in x]
+        return [jsonish(v) for v in x]
     return x
 
 

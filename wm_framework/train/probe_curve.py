@@ -16,6 +16,8 @@ the start (a training subset and the held-out split the probe stage would use):
 Records go to metrics.jsonl (and TensorBoard / W&B) like any metric; at the end of
 training ``plots/learning_curve.png`` and a "Learning curve" report section are written.
 Cheap by design: ridge is one eigendecomposition and the sets are a few thousand frames.
+
+    python -m wm_framework.train.probe_curve RUN_DIR [OUT.png]   # re-draw a run's curve from metrics.jsonl
 """
 
 from __future__ import annotations
@@ -222,3 +224,31 @@ def _curve_tasks(ctx) -> list[tuple[str, list[str]]]:
 
 def _f(v) -> str:
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:+.3f}"
+
+
+def replot(run_dir, out=None):
+    """Re-draw a run's learning curve from its metrics.jsonl (default: plots/learning_curve.png)."""
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    history = _history_from_metrics(run_dir / "metrics.jsonl")
+    if not history:
+        raise SystemExit(f"{run_dir}: no learning-curve records (curve/*, diag/*) in metrics.jsonl")
+    tasks = list(dict.fromkeys(k.removeprefix("curve/") for r in history for k in r if k.startswith("curve/")))
+    split = "held-out set"
+    results = run_dir / "results.json"
+    if results.is_file():
+        import json
+
+        split = json.loads(results.read_text()).get("probe_curve", {}).get("split", split)
+    out = Path(out) if out else run_dir / "plots" / "learning_curve.png"
+    plot_learning_curve(history, tasks, split, out)
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) not in (2, 3):
+        raise SystemExit("usage: python -m wm_framework.train.probe_curve RUN_DIR [OUT.png]")
+    print(replot(*sys.argv[1:]))
