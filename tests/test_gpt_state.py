@@ -272,6 +272,8 @@ def test_sweep_report_stage_end_to_end(arx5_data, tmp_path):
         assert blob["config_label"] == label and blob["global_step"] == 9
         assert row["fingerprint"] == checkpoint_fingerprint(tmp_path / "checkpoints" / label)
         assert row["rollout_mse_h4"] >= 0 and row["reference_best_val_loss"] is not None
+        # Whole (64 hex digits), as the published table prints it, so a reader can check it.
+        assert len(row["fingerprint"]) == 64 and f"`{row['fingerprint']}`" in parent.sections["arx5_sweep"]
     assert sorted(r["verdict"] for r in rows.values()) in (["baseline", "winner"], ["discard", "winner"])
     assert result["rankings"]["common_mse"][0] == next(l for l, r in rows.items() if r["verdict"] == "winner")
     assert "0.0764" in parent.sections["arx5_sweep"] and parent.results()["arx5_sweep"] is result

@@ -321,3 +321,22 @@ def test_flatten_pooling_is_position_aware_where_cls_is_built_from_all_tokens():
 
     with pytest.raises(WMUsageError, match="pooling"):
         wm_framework.create("encoders", "vit", pooling="attention")
+
+
+def test_conv_stem_gives_the_patch_grid_and_is_checked():
+    patch = wm_framework.create("encoders", "vit", image_size=[16, 24], patch_size=8, width=32, depth=1, heads=2,
+                                projector=False, pooling="flatten", obs_shape=(1, 16, 24)).eval()
+    conv = wm_framework.create("encoders", "vit", image_size=[16, 24], patch_size=8, width=32, depth=1, heads=2,
+                               projector=False, pooling="flatten", obs_shape=(1, 16, 24), stem="conv").eval()
+    obs = torch.rand(2, 2, 1, 16, 24)
+    with torch.no_grad():
+        assert conv.features(obs).shape == patch.features(obs).shape == (2, 2, 32)
+        tokens = conv.backbone.patch_embed(conv._images(obs))
+    assert tokens.shape == (4, 32, 2, 3)  # the same 2x3 grid as a stride-8 patchify conv
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in conv.backbone.patch_embed) == 4  # 3 strided + 1x1
+    from wm_framework.errors import WMUsageError
+
+    with pytest.raises(WMUsageError, match="stem"):
+        wm_framework.create("encoders", "vit", stem="resnet")
+    with pytest.raises(WMUsageError, match="power-of-two"):
+        wm_framework.create("encoders", "vit", stem="conv", patch_size=14)

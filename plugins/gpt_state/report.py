@@ -110,7 +110,7 @@ def render_markdown(rows: list[dict], rankings: dict, horizons, rank_by: str) ->
         cells = [r["label"], r["action_representation"], r["state_prediction_mode"], _fmt(r["best_val_loss"]),
                  _fmt(r["best_step"]), _fmt(r["final_grad_norm"]), _fmt(r["common_mse"]),
                  *[_fmt(r[f"rollout_mse_h{h}"]) for h in horizons], f"**{r['verdict']}**",
-                 _fmt(REFERENCE_VAL_LOSS.get(r["label"])), f"`{r['fingerprint'][:16]}`"]
+                 _fmt(REFERENCE_VAL_LOSS.get(r["label"])), f"`{r['fingerprint']}`"]
         lines.append("| " + " | ".join(cells) + " |")
     published = " < ".join(sorted(REFERENCE_VAL_LOSS, key=REFERENCE_VAL_LOSS.get))
     rank_lines = ["| metric | ranking (best first) |", "|---|---|"]

@@ -35,6 +35,7 @@ def build_vit_encoder(
     projector_hidden: int = 2048,
     crop: list[int] | None = None,
     resize: str = "bilinear",
+    stem: str = "patch",
     obs_shape: list[int] | tuple[int, ...] | None = None,
 ):
     """ViT encoder trained from scratch (LeWM): pixels -> CLS token -> BatchNorm projector.
@@ -59,6 +60,9 @@ def build_vit_encoder(
         resize: filter of the resize to image_size: "bilinear" (antialiased, LeWM),
             "area" (average) or "max" (keeps a tiny bright object, e.g. the ball, at full
             intensity).
+        stem: "patch" (LeWM: one conv with stride = patch_size) or "conv" (log2(patch_size)
+            3x3 stride-2 convs with BatchNorm and ReLU, then a 1x1 conv: the same token grid,
+            but a small object is seen whole by overlapping windows; needs a power-of-two patch).
         obs_shape: (C, H, W) of one frame; context parameter passed by the core. Only
             checked (1 or 3 channels); any H, W is resized on the fly.
     """
@@ -75,15 +79,19 @@ def build_vit_encoder(
             raise WMUsageError(f"vit: crop must be [top, bottom, left, right] with top < bottom and left < right, got {crop!r}")
         if obs_shape is not None and (crop[1] > obs_shape[1] or crop[3] > obs_shape[2]):
             raise WMUsageError(f"vit: crop {list(crop)} does not fit stored frames of {obs_shape[1]}x{obs_shape[2]}")
+    if stem not in ("patch", "conv"):
+        raise WMUsageError(f"vit: stem must be 'patch' or 'conv', got {stem!r}")
     cfg = dict(VIT_PRESETS[preset])
     given = dict(image_size=image_size, patch_size=patch_size, width=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio)
     cfg.update({k: v for k, v in given.items() if v is not None})
+    if stem == "conv" and (cfg["patch_size"] < 2 or cfg["patch_size"] & (cfg["patch_size"] - 1)):
+        raise WMUsageError(f"vit: stem 'conv' needs a power-of-two patch_size, got {cfg['patch_size']}")
     hidden = int(mlp_dim) if mlp_dim is not None else int(round(cfg["width"] * cfg["mlp_ratio"]))
     from wm_plugins.lewm.vit import ViTEncoder
 
     return ViTEncoder(cfg["image_size"], cfg["patch_size"], cfg["width"], cfg["depth"], cfg["heads"], hidden,
                       pooling=pooling, normalize=normalize, projector=projector, projector_hidden=projector_hidden,
-                      crop=crop, resize=resize)
+                      crop=crop, resize=resize, stem=stem)
 
 
 def build_ar_transformer(

@@ -3,9 +3,11 @@
 obs ``[B, T, C, H, W]`` in [0, 1]
   -> (optional crop, resize to ``image_size`` by bilinear / area / max filter, gray -> RGB,
      ImageNet normalisation)
-  -> patch embedding (a conv with stride = patch) + CLS token + learned positions
+  -> patch embedding (a conv with stride = patch, or a stem of 3x3 stride-2 convs)
+     + CLS token + learned positions
   -> ``depth`` pre-norm transformer blocks -> final LayerNorm
-  -> CLS token (or the mean of the patch tokens)        = ``features(obs)``
+  -> CLS token (or the mean of the patch tokens, or a linear map of the whole grid)
+                                                        = ``features(obs)``
   -> BatchNorm projector                                = ``forward(obs)``, ``[B, T, D]``
 
 At the "tiny" preset (224 px, patch 14, width 192, depth 12, 3 heads, MLP 768) the
@@ -23,6 +25,7 @@ from wm_plugins.lewm.projector import Projector, init_weights
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 RESIZE_FILTERS = ("bilinear", "area", "max")
 POOLINGS = ("cls", "mean", "flatten")
+STEMS = ("patch", "conv")
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
@@ -78,17 +81,44 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
+def conv_stem(patch_size: int, width: int) -> nn.Sequential:
+    """Early convolutions (Xiao et al. 2021) in place of the patchify conv.
+
+    log2(patch) 3x3 stride-2 convs (channels doubling up to width / 2, each followed
+    by BatchNorm and ReLU) then a 1x1 conv to width: the same token grid as a
+    ``patch``-stride conv, but the overlapping 3x3 windows see a small object whole
+    wherever it falls, where a patchify conv splits a 1-2 px ball between tokens and
+    weighs it linearly against 63 background pixels.
+    """
+    if patch_size < 2 or patch_size & (patch_size - 1):
+        raise ValueError(f"stem 'conv' needs a power-of-two patch_size >= 2, got {patch_size}")
+    layers: list[nn.Module] = []
+    stages = patch_size.bit_length() - 1
+    channels_in = 3
+    for i in range(stages):
+        channels_out = max(8, width // 2 ** (stages - i))
+        layers += [nn.Conv2d(channels_in, channels_out, 3, stride=2, padding=1, bias=False),
+                   nn.BatchNorm2d(channels_out), nn.ReLU(inplace=True)]
+        channels_in = channels_out
+    layers.append(nn.Conv2d(channels_in, width, 1))
+    return nn.Sequential(*layers)
+
+
 class ViT(nn.Module):
     """Images ``[N, 3, H, W]`` (already resized and normalised) -> tokens ``[N, 1 + P, width]``."""
 
-    def __init__(self, image_size: tuple[int, int], patch_size: int, width: int, depth: int, heads: int, mlp_dim: int):
+    def __init__(self, image_size: tuple[int, int], patch_size: int, width: int, depth: int, heads: int, mlp_dim: int,
+                 stem: str = "patch"):
         super().__init__()
         h, w = image_size
         if h % patch_size or w % patch_size:
             raise ValueError(f"image_size {h}x{w} is not divisible by patch_size {patch_size}")
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
         self.image_size = (h, w)
         self.num_patches = (h // patch_size) * (w // patch_size)
-        self.patch_embed = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size)
+        self.patch_embed = (nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size) if stem == "patch"
+                            else conv_stem(patch_size, width))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.num_patches, width))
         self.blocks = nn.ModuleList(Block(width, heads, mlp_dim) for _ in range(depth))
@@ -111,7 +141,7 @@ class ViTEncoder(nn.Module):
     def __init__(self, image_size, patch_size: int, width: int, depth: int, heads: int, mlp_dim: int,
                  pooling: str = "cls", normalize: bool = True, projector: bool = True,
                  projector_hidden: int = 2048, crop: tuple[int, int, int, int] | None = None,
-                 resize: str = "bilinear"):
+                 resize: str = "bilinear", stem: str = "patch"):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -120,7 +150,7 @@ class ViTEncoder(nn.Module):
         self.crop = tuple(int(c) for c in crop) if crop is not None else None
         self.resize = resize
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
-        self.backbone = ViT(size, patch_size, width, depth, heads, mlp_dim)
+        self.backbone = ViT(size, patch_size, width, depth, heads, mlp_dim, stem=stem)
         self.projector = Projector(width, projector_hidden) if projector else nn.Identity()
         self.pooling = pooling
         # "flatten": a linear map of the whole patch-token grid, so where a token sits

@@ -1,13 +1,18 @@
-"""`wm eval RUN_DIR`: open-loop rollout evaluation of a finished (or running) run."""
+"""`wm eval RUN_DIR`: open-loop rollout evaluation of a finished (or running) run.
+
+Given a sweep directory it evaluates each of its runs (or those named by ``--runs``) and
+writes one comparison table into the sweep's report (``wm_framework.sweep_dirs``).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from wm_framework.errors import WMUsageError
+from wm_framework.commands import RUNS_HELP
 
 
 def parse_horizons(text: str) -> list[int]:
@@ -45,8 +50,24 @@ def eval_command(run_dir: Path, horizons: str = "1,5,10,30,32", episodes: int = 
     return run_eval(ctx, cfg)
 
 
+def eval_row(result) -> dict:
+    """The headline numbers of one run's rollouts, for a sweep's comparison table: the model's
+    first metric (MSE, or latent MSE) at every horizon, copy-last's at the longest, and at how
+    many horizons the model beats copy-last."""
+    key = result.metric_names()[0]
+    model, baseline = result.metrics["model"], result.metrics["copy_last"]
+    row = {f"{key} h={h}": model[h][key] for h in result.horizons}
+    last = result.horizons[-1]
+    row[f"copy-last {key} h={last}"] = baseline[last][key]
+    beats = result.beats_baseline()
+    row["beats copy-last"] = f"{sum(beats.values())}/{len(beats)}"
+    row["rollouts"] = result.n_rollouts
+    return row
+
+
 def eval_cmd(
-    run_dir: Path = typer.Argument(..., help="Run directory (runs/<timestamp>_<recipe>/)."),
+    run_dir: Path = typer.Argument(..., help="Run directory (runs/<timestamp>_<recipe>/), or a sweep's directory: every run of it."),
+    runs: Optional[List[str]] = typer.Option(None, "--runs", metavar="LABELS", help=RUNS_HELP),
     horizons: str = typer.Option("1,5,10,30,32", "--horizons", help="Comma-separated steps ahead."),
     episodes: int = typer.Option(8, "--episodes", help="Held-out windows to roll out."),
     checkpoint: str = typer.Option("last", "--checkpoint", help="last, best, a label or a .pt path."),
@@ -55,7 +76,21 @@ def eval_cmd(
     data: Optional[Path] = typer.Option(None, "--data", help="Training store to use instead of the run's (default: the path recorded by `wm run`)."),
     test_data: Optional[Path] = typer.Option(None, "--test-data", help="Held-out test store to use instead of the run's."),
 ):
-    """Open-loop rollouts of a trained model: MSE/PSNR/SSIM per horizon vs copy-last-frame."""
+    """Open-loop rollouts of a trained model: MSE/PSNR/SSIM per horizon vs copy-last-frame.
+
+    Given a sweep directory: evaluates each run (or those in --runs), each run getting its own
+    rollout_metrics.csv, plots and report section, and writes a comparison table (the model's
+    error per horizon, copy-last's) into the sweep's report.md and results.json["sweep_eval"].
+    """
+    from wm_framework.sweep_dirs import compare_runs, finish, select_runs
+
+    selected = select_runs(run_dir, runs)
+    if selected is not None:
+        comp = compare_runs("eval", "Open-loop rollouts across the sweep", selected, run_dir,
+                            lambda path: eval_command(path, horizons, episodes, checkpoint, split, video, data, test_data),
+                            eval_row)
+        finish(comp, typer.echo)
+        return
     result = eval_command(run_dir, horizons, episodes, checkpoint, split, video, data, test_data)
     m, b = result.metrics["model"], result.metrics["copy_last"]
     key = result.metric_names()[0]

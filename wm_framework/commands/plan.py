@@ -2,15 +2,19 @@
 
 The recipe's ``[plan]`` table (defaults when it has none) is the starting point; the
 options override it. Results go to ``plan.json``, ``results.json["plan"]`` and report.md.
+Given a sweep directory it plans with each of its runs (or those named by ``--runs``)
+and writes one comparison table into the sweep's report (``wm_framework.sweep_dirs``).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
+
+from wm_framework.commands import RUNS_HELP
 
 
 def plan_command(run_dir: Path, **overrides) -> dict:
@@ -41,8 +45,21 @@ def plan_command(run_dir: Path, **overrides) -> dict:
     return run_plan(ctx, PlanConfig(**cfg_dict))
 
 
+def plan_row(summary: dict) -> dict:
+    """The headline numbers of one run's planning, for a sweep's comparison table."""
+    seconds = summary.get("plan_seconds") or {}
+    row = {"success rate": summary.get("success_rate"), "random success rate": summary.get("random_success_rate"),
+           "mean steps": summary.get("mean_steps")}
+    if "mean_final_error" in summary:  # reported by planners/envs that measure a distance to the goal
+        row["mean final error"] = summary["mean_final_error"]
+    row.update({"plan s (median)": seconds.get("median"), "plan s (p95)": seconds.get("p95"),
+                "tasks": summary.get("episodes")})
+    return row
+
+
 def plan_cli(
-    run_dir: Path = typer.Argument(..., help="Run directory (runs/<timestamp>_<recipe>/)."),
+    run_dir: Path = typer.Argument(..., help="Run directory (runs/<timestamp>_<recipe>/), or a sweep's directory: every run of it."),
+    runs: Optional[List[str]] = typer.Option(None, "--runs", metavar="LABELS", help=RUNS_HELP),
     episodes: Optional[int] = typer.Option(None, "--episodes", help="Start/goal tasks (default 10)."),
     k: Optional[int] = typer.Option(None, "--k", help="Raw env steps from start to goal (default horizon*frameskip)."),
     budget: Optional[int] = typer.Option(None, "--budget", help="Raw env steps allowed per task (default 2*k)."),
@@ -60,11 +77,25 @@ def plan_cli(
     data: Optional[Path] = typer.Option(None, "--data", help="Training store to use instead of the run's (default: the path recorded by `wm run`)."),
     test_data: Optional[Path] = typer.Option(None, "--test-data", help="Held-out test store to use instead of the run's."),
 ):
-    """Plan towards goals k steps ahead in held-out episodes (CEM) and compare with random actions."""
-    summary = plan_command(run_dir, episodes=episodes, k=k, budget=budget, planner=planner, samples=samples,
-                           iterations=iterations, elites=elites, horizon=horizon, cost=cost, context=context, checkpoint=checkpoint,
-                           split=split, seed=seed, random_baseline=False if no_random else None, data=data,
-                           test_data=test_data)
+    """Plan towards goals k steps ahead in held-out episodes (CEM) and compare with random actions.
+
+    Given a sweep directory: plans with each run (or those in --runs), each run getting its
+    own plan.json and report section, and writes a comparison table (success rates, planning
+    time) into the sweep's report.md and results.json["sweep_plan"].
+    """
+    from wm_framework.sweep_dirs import compare_runs, finish, select_runs
+
+    options = dict(episodes=episodes, k=k, budget=budget, planner=planner, samples=samples, iterations=iterations,
+                   elites=elites, horizon=horizon, cost=cost, context=context, checkpoint=checkpoint, split=split,
+                   seed=seed, random_baseline=False if no_random else None, data=data, test_data=test_data)
+    selected = select_runs(run_dir, runs)
+    if selected is not None:
+        # plan_command pops from its overrides: every run gets its own copy.
+        comp = compare_runs("plan", "Planning across the sweep", selected, run_dir,
+                            lambda path: plan_command(path, **dict(options)), plan_row)
+        finish(comp, typer.echo)
+        return
+    summary = plan_command(run_dir, **options)
     typer.echo(json.dumps({key: summary[key] for key in ("success_rate", "random_success_rate", "plan_seconds")
                            if key in summary}))
     typer.echo(f"report: {Path(run_dir) / 'report.md'}")

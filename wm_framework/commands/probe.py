@@ -1,7 +1,9 @@
 """`wm probe RUN_DIR`: probe an existing run's checkpoints (after training, or again).
 
 The recipe's ``[probe]`` table (defaults when it has none) decides tasks, probes and
-baselines; the options choose checkpoints and an alternative held-out store.
+baselines; the options choose checkpoints and an alternative held-out store. Given a
+sweep directory it probes each of its runs (or those named by ``--runs``) and writes one
+comparison table into the sweep's report (``wm_framework.sweep_dirs``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from wm_framework.commands import RUNS_HELP
 
 
 def probe_command(run_dir: Path, checkpoints: list[str] | None = None, test_store: Path | None = None,
@@ -40,14 +44,44 @@ def probe_command(run_dir: Path, checkpoints: list[str] | None = None, test_stor
     return run_probe_stage(ctx, cfg, checkpoints=wanted, test_store=test_store)
 
 
+def probe_row(result: dict) -> dict:
+    """The headline numbers of one run's probes, for a sweep's comparison table: the test R^2
+    of every task and probe on the last probed checkpoint."""
+    if not result.get("checkpoints"):
+        return {"checkpoint": None}
+    last = result["checkpoints"][-1]
+    row: dict = {"checkpoint": last["label"]}
+    for task, probes in last["tasks"].items():
+        if "skipped" in probes:  # e.g. a predictor task on a model without a predictor
+            row[f"{task} R²"] = None
+            continue
+        for probe, entry in probes.items():
+            row[f"{task} {probe} R²"] = ((entry or {}).get("test") or {}).get("r2")
+    return row
+
+
 def probe_cli(
-    run_dir: Path = typer.Argument(..., help="Run directory (runs/<timestamp>_<recipe>/)."),
+    run_dir: Path = typer.Argument(..., help="Run directory (runs/<timestamp>_<recipe>/), or a sweep's directory: every run of it."),
+    runs: Optional[List[str]] = typer.Option(None, "--runs", metavar="LABELS", help=RUNS_HELP),
     checkpoints: Optional[List[str]] = typer.Option(
         None, "--checkpoints", help="Checkpoint labels (repeat or comma-separate), 'all' or 'last'; default: probe.checkpoints."),
     test_store: Optional[Path] = typer.Option(None, "--test-data", "--test-store", help="Held-out store to evaluate on instead of the recipe's."),
     data: Optional[Path] = typer.Option(None, "--data", help="Training store to use instead of the run's (default: the path recorded by `wm run`)."),
 ):
-    """Fit probes on frozen features of a run's checkpoints; writes probes.json and the report section."""
+    """Fit probes on frozen features of a run's checkpoints; writes probes.json and the report section.
+
+    Given a sweep directory: probes each run (or those in --runs), each run getting its own
+    probes.json and report section, and writes a comparison table (test R^2 per task on the
+    last probed checkpoint) into the sweep's report.md and results.json["sweep_probe"].
+    """
+    from wm_framework.sweep_dirs import compare_runs, finish, select_runs
+
+    selected = select_runs(run_dir, runs)
+    if selected is not None:
+        comp = compare_runs("probe", "Probes across the sweep", selected, run_dir,
+                            lambda path: probe_command(path, checkpoints, test_store, data), probe_row)
+        finish(comp, typer.echo)
+        return
     probe_command(run_dir, checkpoints, test_store, data)
     typer.echo(f"probes: {Path(run_dir) / 'probes.json'}")
 

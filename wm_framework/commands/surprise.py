@@ -1,15 +1,21 @@
 """`wm surprise RUN_DIR` (violation of expectation) and `wm straightness RUN_DIR`.
 
 The recipe's ``[surprise]`` / ``[straightness]`` tables are the defaults; options override.
+Given a sweep directory each command acts on each of its runs (or those named by ``--runs``)
+and writes one comparison table into the sweep's report (``wm_framework.sweep_dirs``).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
+
+from wm_framework.commands import RUNS_HELP
+
+SWEEP_DIR_HELP = "Run directory, or a sweep's directory: every run of it."
 
 
 def _load(run_dir: Path, overrides: dict):
@@ -47,8 +53,30 @@ def straightness_command(run_dir: Path, **overrides) -> list:
     return run_straightness(ctx, _config(ctx, "straightness", StraightnessConfig, overrides))
 
 
+def surprise_row(result: dict) -> dict:
+    """The headline numbers of one run's surprise test, for a sweep's comparison table: per
+    perturbation, the surprise ratio at the perturbation and its paired p-value."""
+    row: dict = {}
+    for kind in ("physical", "visual"):
+        if kind in result:
+            row[f"{kind} ratio"] = result[kind]["ratio_at_perturbation"]
+            row[f"{kind} ratio vs other steps"] = result[kind]["ratio_vs_other_steps"]
+            row[f"{kind} p-value"] = result[kind]["p_value"]
+    row["tasks"] = result.get("episodes")
+    return row
+
+
+def straightness_row(rows: list) -> dict:
+    """The headline numbers of one run's straightness, for a sweep's comparison table: the
+    first and the last checkpoint (the change over training)."""
+    first, last = rows[0], rows[-1]
+    return {"first checkpoint": f"{first['label']} (step {first['step']})", "straightness (first)": first["straightness"],
+            "last checkpoint": f"{last['label']} (step {last['step']})", "straightness (last)": last["straightness"]}
+
+
 def surprise_cli(
-    run_dir: Path = typer.Argument(..., help="Run directory."),
+    run_dir: Path = typer.Argument(..., help=SWEEP_DIR_HELP),
+    runs: Optional[List[str]] = typer.Option(None, "--runs", metavar="LABELS", help=RUNS_HELP),
     episodes: Optional[int] = typer.Option(None, "--episodes", help="Tasks per perturbation (default 8)."),
     length: Optional[int] = typer.Option(None, "--length", help="Frames per sequence (default 12)."),
     perturb_at: Optional[int] = typer.Option(None, "--perturb-at", help="First perturbed frame (default length//2)."),
@@ -57,22 +85,52 @@ def surprise_cli(
     data: Optional[Path] = typer.Option(None, "--data", help="Training store to use instead of the run's (default: the path recorded by `wm run`)."),
     test_data: Optional[Path] = typer.Option(None, "--test-data", help="Held-out test store to use instead of the run's."),
 ):
-    """Surprise (next-latent error) at a teleport and at a recolouring vs unperturbed replays."""
-    r = surprise_command(run_dir, episodes=episodes, length=length, perturb_at=perturb_at, checkpoint=checkpoint, seed=seed,
-                         data=data, test_data=test_data)
+    """Surprise (next-latent error) at a teleport and at a recolouring vs unperturbed replays.
+
+    Given a sweep directory: measures each run (or those in --runs), each run getting its own
+    surprise.json, plot and report section, and writes a comparison table (surprise ratios,
+    p-values) into the sweep's report.md and results.json["sweep_surprise"].
+    """
+    from wm_framework.sweep_dirs import compare_runs, finish, select_runs
+
+    options = dict(episodes=episodes, length=length, perturb_at=perturb_at, checkpoint=checkpoint, seed=seed,
+                   data=data, test_data=test_data)
+    selected = select_runs(run_dir, runs)
+    if selected is not None:
+        # the command pops from its overrides: every run gets its own copy.
+        comp = compare_runs("surprise", "Surprise across the sweep", selected, run_dir,
+                            lambda path: surprise_command(path, **dict(options)), surprise_row)
+        finish(comp, typer.echo)
+        return
+    r = surprise_command(run_dir, **options)
     typer.echo(json.dumps({k: r[k] for k in ("physical", "visual") if k in r}, indent=1))
     typer.echo(f"report: {Path(run_dir) / 'report.md'}")
 
 
 def straightness_cli(
-    run_dir: Path = typer.Argument(..., help="Run directory."),
+    run_dir: Path = typer.Argument(..., help=SWEEP_DIR_HELP),
+    runs: Optional[List[str]] = typer.Option(None, "--runs", metavar="LABELS", help=RUNS_HELP),
     windows: Optional[int] = typer.Option(None, "--windows", help="Held-out windows per checkpoint (default 64)."),
     length: Optional[int] = typer.Option(None, "--length", help="Frames per window (default 16)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Training store to use instead of the run's (default: the path recorded by `wm run`)."),
     test_data: Optional[Path] = typer.Option(None, "--test-data", help="Held-out test store to use instead of the run's."),
 ):
-    """Temporal straightness (cosine of consecutive latent velocities) of every checkpoint."""
-    rows = straightness_command(run_dir, windows=windows, length=length, data=data, test_data=test_data)
+    """Temporal straightness (cosine of consecutive latent velocities) of every checkpoint.
+
+    Given a sweep directory: measures each run (or those in --runs), each run getting its own
+    results, plot and report section, and writes a comparison table (straightness of the first
+    and last checkpoint) into the sweep's report.md and results.json["sweep_straightness"].
+    """
+    from wm_framework.sweep_dirs import compare_runs, finish, select_runs
+
+    options = dict(windows=windows, length=length, data=data, test_data=test_data)
+    selected = select_runs(run_dir, runs)
+    if selected is not None:
+        comp = compare_runs("straightness", "Temporal straightness across the sweep", selected, run_dir,
+                            lambda path: straightness_command(path, **dict(options)), straightness_row)
+        finish(comp, typer.echo)
+        return
+    rows = straightness_command(run_dir, **options)
     for r in rows:
         typer.echo(f"{r['label']:>12} step {r['step']:>7}  straightness {r['straightness']:.4f}")
 
