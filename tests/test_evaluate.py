@@ -242,3 +242,48 @@ def test_parse_horizons():
         parse_horizons("1,x")
     with pytest.raises(WMUsageError):
         parse_horizons("0")
+
+
+# ----------------------------------------------------------------------------- error breakdown
+def test_breakdown_splits_error_by_region_and_motion_and_draws_a_map(tmp_path: Path):
+    from wm_framework.evaluate.breakdown import REST, ErrorBreakdown
+
+    bd = ErrorBreakdown([1, 4], regions={"centre": [0.25, 0.75, 0.25, 0.75]})
+    last = torch.zeros(2, 1, 8, 8)
+    true = torch.zeros(2, 1, 8, 8)
+    true[1] = 1.0  # rollout 1: the whole scene changed (moving); rollout 0: still
+    pred = true.clone()
+    pred[:, :, 2:6, 2:6] += 0.5  # the model is wrong only in the centre box (16 of 64 pixels)
+    for h in (1, 4):
+        bd.add(h, pred.clamp(0, 1), true, last)
+    g = bd.to_json()["groups"]
+    assert g["region: centre"]["1"]["model"] == pytest.approx((0.25 + 0.0) / 2)  # clamped: 1.5 -> 1 is exact
+    assert g[f"region: {REST}"]["1"]["model"] == pytest.approx(0.0)
+    assert g["motion: still"]["1"] == {"model": pytest.approx(0.25 * 16 / 64), "copy_last": 0.0, "n": 1}
+    assert g["motion: moving"]["4"]["copy_last"] == pytest.approx(1.0) and g["motion: moving"]["4"]["n"] == 1
+    assert bd.n == 2
+    assert "| region: centre | 0.12500 / 0.50000 | 0.12500 / 0.50000 | 2 |" in bd.markdown()
+    png = bd.plot(tmp_path / "plots" / "error_map.png")
+    assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_region_is_a_config_error():
+    from pydantic import ValidationError
+
+    from wm_framework.evaluate.stage import EvalConfig
+
+    with pytest.raises(ValidationError, match="top < bottom"):
+        EvalConfig(regions={"player": [0.6, 0.4, 0.4, 0.6]})
+
+
+def test_eval_stage_reports_the_breakdown(tmp_path: Path):
+    from wm_framework.evaluate.stage import eval_stage
+
+    model = WorldModel(FlattenEncoder(), HalvingPredictor(), ActionSpec("discrete", 3, 1))
+    ctx = FakeContext(tmp_path, model)
+    eval_stage(horizons=[1, 2], episodes=3, video=False, regions={"player": [0.4, 0.6, 0.4, 0.6]})(ctx)
+    r = ctx.results["eval"]
+    assert set(r["breakdown"]["groups"]) == {"motion: still", "motion: moving", "region: player", "region: rest of frame"}
+    assert r["breakdown"]["groups"]["region: player"]["1"]["model"] == pytest.approx(0.25, rel=1e-5)
+    assert (tmp_path / r["files"]["error_map"]).is_file()
+    assert "**Where the error is**" in ctx.sections["eval"]

@@ -135,3 +135,76 @@ def test_the_action_changes_the_prediction_after_training():
     # Ignoring the action costs ~0.3^2 = 0.09; the wrong action ~0.36.
     assert err_right < 0.02 and err_wrong > 0.1, (err_right, err_wrong)
     assert float((right["pred"] - wrong["pred"]).abs().mean()) > 0.2
+
+
+# ----------------------------------------------------------------------------- skip connection and flow
+def _skip_model(flow=False, size=16, frames=2, action_dim=2):
+    enc = wm.create("encoders", "frame_stack_cnn", frames=frames, size=size, latent_dim=16, channels=[8, 8, 16, 16],
+                    obs_shape=(1, size, size), skip=True)
+    pred = wm.create("predictors", "cnn_decoder", latent_dim=enc.out_dim, action_dim=action_dim, history=frames,
+                     size=size, channels=[16, 8, 8, 8], action_embed=8, skip_frames=frames, flow=flow)
+    return WorldModel(enc, pred, ActionSpec("discrete", action_dim, 1))
+
+
+@pytest.mark.parametrize("flow", [False, True])
+def test_skip_decoder_starts_as_copy_last_frame(flow):
+    model = _skip_model(flow)
+    assert model.encoder.out_dim == 16 + 2 * 16 * 16
+    rng = np.random.default_rng(0)
+    batch = {"obs": torch.as_tensor(rng.integers(0, 256, (2, 4, 16, 16, 1), dtype=np.uint8)),
+             "action": torch.as_tensor(rng.integers(0, 2, (2, 4, 1)))}
+    with torch.no_grad():
+        out = model(batch)
+    frames = model.encoder.preprocess(prepare_obs(batch["obs"]))
+    assert torch.allclose(out["pred"], frames[:, :-1].flatten(2), atol=1e-6)  # prediction of t+1 = frame t
+
+
+def test_warp_moves_whole_pixels_and_zero_flow_is_identity():
+    from wm_plugins.nextframe.frames import warp
+
+    frame = torch.arange(25.0).view(1, 1, 5, 5)
+    assert torch.allclose(warp(frame, torch.zeros(1, 2, 5, 5)), frame)
+    right = torch.zeros(1, 2, 5, 5)
+    right[:, 0] = -1  # every pixel samples its left neighbour: the image moves one pixel right
+    moved = warp(frame, right)
+    assert torch.allclose(moved[..., 1:], frame[..., :-1]) and torch.allclose(moved[..., 0], frame[..., 0])
+
+
+def test_flow_and_skip_need_each_other():
+    with pytest.raises(WMUsageError, match="flow = true"):
+        wm.create("predictors", "cnn_decoder", latent_dim=512, action_dim=15, size=16, flow=True)
+    with pytest.raises(WMUsageError, match="skip_frames=4 needs an encoder with skip = true"):
+        wm.create("predictors", "cnn_decoder", latent_dim=512, action_dim=15, size=16, skip_frames=4)
+
+
+def _scroll_batch(rng, b=16, size=16):
+    """A random texture that scrolls one pixel right (action 1) or left (action 0) each step."""
+    tex = rng.random((b, size, size + 8))
+    a = rng.integers(0, 2, b)
+    frames = []
+    for t in range(3):
+        off = 4 + np.where(a == 1, -t, t)  # moving right: the window over the texture slides left
+        frames.append(np.stack([tex[i, :, off[i]:off[i] + size] for i in range(b)]))
+    obs = (np.stack(frames, 1) * 255).round().astype(np.uint8)[..., None]
+    action = np.stack([a, a, np.full(b, -1)], 1)[..., None]
+    return {"obs": torch.as_tensor(obs), "action": torch.as_tensor(action)}
+
+
+def test_flow_decoder_learns_an_action_dependent_scroll():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = _skip_model(flow=True)
+    loss_fn = wm.create("losses", "pixel_mse")
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        batch = _scroll_batch(rng)
+        loss = loss_fn(model(batch), batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    test = _scroll_batch(np.random.default_rng(1), b=64)
+    with torch.no_grad():
+        out = model.eval()(test)
+    err = float((out["pred"].clamp(0, 1) - out["target"]).pow(2)[:, 1].mean())  # step 1: two frames of context
+    copy = float((out["target"][:, 0] - out["target"][:, 1]).pow(2).mean())
+    assert err < 0.25 * copy, (err, copy)

@@ -54,3 +54,21 @@ def conv_sizes(size: tuple[int, int], n_layers: int) -> list[tuple[int, int]]:
         h, w = sizes[-1]
         sizes.append((h // 2, w // 2))
     return sizes
+
+
+def warp(frame: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Backward-warp ``frame`` [N, C, H, W] by ``flow`` [N, 2, H, W] in pixels (x, y).
+
+    Output pixel (y, x) samples the input at (y + flow_y, x + flow_x), bilinearly; samples
+    outside the frame take the nearest border pixel (a scrolling camera reveals new
+    content at an edge; repeating the edge is a better guess than black).
+    """
+    n, _, h, w = frame.shape
+    ys = torch.arange(h, dtype=frame.dtype, device=frame.device)
+    xs = torch.arange(w, dtype=frame.dtype, device=frame.device)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    x = gx + flow[:, 0]
+    y = gy + flow[:, 1]
+    # grid_sample wants coordinates in [-1, 1] (align_corners=True: -1 and 1 are the centres of the edge pixels)
+    grid = torch.stack([2 * x / max(w - 1, 1) - 1, 2 * y / max(h - 1, 1) - 1], -1)
+    return F.grid_sample(frame, grid, mode="bilinear", padding_mode="border", align_corners=True)

@@ -158,6 +158,7 @@ def evaluate_rollouts(
     device: str | torch.device = "cpu",
     max_rollouts: int | None = None,
     keep_samples: int = 2,
+    breakdown=None,
 ) -> RolloutResult:
     """Score open-loop rollouts of ``model`` on windows of held-out data.
 
@@ -171,6 +172,8 @@ def evaluate_rollouts(
         device: where the model runs.
         max_rollouts: stop after this many windows (None = all).
         keep_samples: windows kept as uint8 frames for side-by-side videos (pixel models).
+        breakdown: an ``ErrorBreakdown`` (wm_framework.evaluate.breakdown) that also collects the
+            error by region, scene motion and pixel at the reported horizons (pixel models only).
     """
     horizons = sorted({int(h) for h in horizons})
     if not horizons or horizons[0] < 1:
@@ -212,6 +215,8 @@ def evaluate_rollouts(
                 if step + 1 in horizons:
                     acc.add(MODEL, step + 1, m_model)
                     acc.add(BASELINE, step + 1, m_base)
+                    if breakdown is not None:
+                        breakdown.add(step + 1, pred[:, step], true[:, step], last)
             if len(kept_true) < keep_samples:
                 k = keep_samples - len(kept_true)
                 kept_true.extend(_frames_to_uint8(obs[:k]))

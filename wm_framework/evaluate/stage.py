@@ -60,6 +60,11 @@ class EvalConfig(BaseModel):
     videos: int = Field(default=2, ge=0, description="Number of clips.")
     fps: int = Field(default=8, ge=1, description="Frames per second of the clips.")
     reference: ReferenceFigures | None = Field(default=None, description="Published figures to compare against.")
+    breakdown: bool = Field(default=True, description="For frame-predicting models: the error by frame region, "
+                            "by scene motion (still / moving) and per pixel (plots/error_map.png).")
+    regions: dict[str, list[float]] = Field(default_factory=dict, description="Named boxes of the frame for the "
+                                            "error breakdown, [top, bottom, left, right] as fractions of the frame "
+                                            "(e.g. where the player is); the rest of the frame is its own region.")
     overlap: bool = Field(default=True, description="Count the evaluation windows that also occur, bit for bit, in "
                           "the training split (one hash pass over both) and report it.")
 
@@ -69,6 +74,18 @@ class EvalConfig(BaseModel):
         if not v or any(h < 1 for h in v):
             raise ValueError("horizons must be a non-empty list of positive integers")
         return sorted(set(v))
+
+    @field_validator("regions")
+    @classmethod
+    def _boxes(cls, v: dict[str, list[float]]) -> dict[str, list[float]]:
+        from wm_framework.evaluate.breakdown import check_box
+
+        for name, box in v.items():
+            try:
+                check_box(name, box)
+            except WMUsageError as e:
+                raise ValueError(str(e)) from None
+        return v
 
 
 def eval_stage(**params):
@@ -83,6 +100,7 @@ def eval_stage(**params):
 
 def run_eval(ctx, cfg: EvalConfig):
     """Run the evaluation on a RunContext and record everything; returns the RolloutResult."""
+    from wm_framework.evaluate.breakdown import ErrorBreakdown
     from wm_framework.evaluate.plots import plot_error_vs_horizon
     from wm_framework.evaluate.rollout import evaluate_rollouts, sampler_batches
     from wm_framework.evaluate.video import write_side_by_side
@@ -95,9 +113,17 @@ def run_eval(ctx, cfg: EvalConfig):
     if len(sampler) == 0:
         raise WMUsageError(f"eval: the {split} split has no episode long enough for {need} frames "
                            f"(context {context} + horizon {max(cfg.horizons)}); lower eval.horizons")
+    breakdown = ErrorBreakdown(cfg.horizons, cfg.regions) if cfg.breakdown else None
     result = evaluate_rollouts(model, sampler_batches(sampler, cfg.episodes, cfg.batch_size), cfg.horizons,
-                               context=context, device=ctx.device, keep_samples=cfg.videos if cfg.video else 0)
+                               context=context, device=ctx.device, keep_samples=cfg.videos if cfg.video else 0,
+                               breakdown=breakdown)
+    if breakdown is not None and breakdown.n == 0:
+        breakdown = None  # a latent-only model: there are no frames to break down
+    if breakdown is not None:
+        result.extra["breakdown"] = breakdown.to_json()
     files = {k: str(p.relative_to(ctx.path)) for k, p in result.write(ctx.path).items()}
+    if breakdown is not None:
+        files["error_map"] = str(breakdown.plot(ctx.plots_dir / "error_map.png").relative_to(ctx.path))
     ylabel = "MSE (pixels in [0,1])" if result.space == "pixels" else "latent MSE"
     plot = plot_error_vs_horizon(result.curve, ctx.plots_dir / "rollout_mse.png", ylabel=ylabel, marks=result.horizons)
     files["plot"] = str(plot.relative_to(ctx.path))
@@ -116,7 +142,7 @@ def run_eval(ctx, cfg: EvalConfig):
         summary["reference"] = compare_with_reference(result, cfg.reference)
     ctx.update_results("eval", summary)
     ctx.write_report_section("eval", "Open-loop rollouts",
-                             render_markdown(result, cfg, files, videos, split_note, summary.get("overlap")))
+                             render_markdown(result, cfg, files, videos, split_note, summary.get("overlap"), breakdown))
     return result
 
 
@@ -159,7 +185,7 @@ def compare_with_reference(result, ref: ReferenceFigures) -> dict:
 
 
 def render_markdown(result, cfg: EvalConfig, files: dict, videos: list, split_note: str | None = None,
-                    overlap: dict | None = None) -> str:
+                    overlap: dict | None = None, breakdown=None) -> str:
     """The report section: per-horizon table (mean ± 95% interval), baseline verdict, reference comparison, links."""
     names = result.metric_names()
     m, b = result.metrics["model"], result.metrics["copy_last"]
@@ -205,6 +231,10 @@ def render_markdown(result, cfg: EvalConfig, files: dict, videos: list, split_no
                          f"We beat the reference on {', '.join(wins)} only ({len(wins)} of {total}).")
         text += "\n".join(lines) + "\n"
     text += f"\nError per horizon: ![rollout MSE]({files['plot']})  (data: `{files['csv']}`, `{files['json']}`)\n"
+    if breakdown is not None:
+        text += ("\n**Where the error is** (MSE, model / copy-last; `motion: moving` = the true frame differs from "
+                 f"the last context frame by MSE >= {breakdown.to_json()['motion_threshold']:g}):\n\n")
+        text += breakdown.markdown() + f"\nPer-pixel error: ![error map]({files['error_map']})\n"
     if videos:
         text += "\nGround truth | prediction (a red bar marks the open-loop frames): " + ", ".join(
             f"[{v['mp4']}]({v['mp4']}) ([gif]({v['gif']}))" for v in videos) + "\n"
