@@ -74,3 +74,38 @@ class PointEnv(gym.Env):
 
     def _labels(self):
         return {"s0": float(self.x[0]), "s1": float(self.x[1])}
+
+
+# The head every tiny `linear_state` recipe of the run-level tests shares: 10 random
+# episodes collected into {store}, an identity encoder and an MLP predictor of {hidden} units.
+TOY_RECIPE_HEAD = """
+seed = 0
+stages = ["data", "train"]
+[data]
+train = "{store}"
+window = 2
+frameskip = 1
+val_fraction = 0.25
+[data.collect]
+env = {{ type = "linear_state", max_steps = 30 }}
+policies = [{{ type = "random" }}]
+episodes = 10
+[model]
+encoder = {{ type = "identity" }}
+predictor = {{ type = "mlp", hidden = {hidden} }}
+[model.losses.pred]
+type = "mse"
+"""
+
+
+def run_toy_recipe(tmp, name: str, body: str, hidden: int):
+    """Write TOY_RECIPE_HEAD + ``body`` as a recipe in ``tmp`` and run it: the run (or sweep) directory."""
+    from wm_framework.builtin_planners import ensure_registered
+    from wm_framework.registry import reset_registry
+    from wm_framework.run import run_recipe
+
+    reset_registry()
+    ensure_registered()
+    recipe = tmp / "r.toml"
+    recipe.write_text(f'name = "{name}"\n' + TOY_RECIPE_HEAD.format(store=tmp / "toy.zarr", hidden=hidden) + body)
+    return run_recipe(str(recipe), out=str(tmp / "runs"), progress=False)

@@ -82,6 +82,15 @@ def test_sweep_grid_and_labelled_runs():
     assert [(label, r["train"]["steps"]) for label, r in runs] == [("cfgA", 1), ("cfgB", 5)]
 
 
+def test_sweep_seeds_repeat_every_run():
+    data = dict(GOOD, sweep={"runs": [{"label": "cfgA", "overrides": {"train.steps": 1}}, {"label": "cfgB"}],
+                             "seeds": [0, 7]})
+    runs = expand_sweep(data)
+    assert [(label, r["seed"], r["train"]["steps"]) for label, r in runs] == [
+        ("cfgA_seed0", 0, 1), ("cfgA_seed7", 7, 1), ("cfgB_seed0", 0, 5), ("cfgB_seed7", 7, 5)]
+    assert "sweep" not in runs[0][1]
+
+
 def test_cli_validate_bad_recipe_exit_2_one_line_per_problem(tmp_path):
     f = tmp_path / "bad.toml"
     f.write_text('name = "x"\nstages = ["train"]\n[train]\nsteps = "many"\nbatchsize = 3\n')

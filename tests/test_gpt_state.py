@@ -255,25 +255,49 @@ class _FakeRun:
 def test_sweep_report_stage_end_to_end(arx5_data, tmp_path):
     sampler = _FakeSampler(arx5_data["states"], arx5_data["actions"])
     runs = []
-    for label, act, st in [("cfgA", "absolute", "absolute"), ("cfgD", "delta", "delta")]:
+    for label, act, st in [("cfgA_seed0", "absolute", "absolute"), ("cfgA_seed1", "absolute", "absolute"),
+                           ("cfgD_seed0", "delta", "delta")]:
         enc, pred = _model(arx5_data, action_representation=act, state_prediction_mode=st)
         model = SimpleNamespace(encoder=enc, predictor=pred,
                                 state_dict=torch.nn.ModuleDict({"encoder": enc, "predictor": pred}).state_dict)
-        train = {"best_val_loss": 0.1, "best_step": 5, "global_step": 9, "final_grad_norm": 0.04}
+        train = {"best_val_loss": 0.1 if label != "cfgA_seed1" else 0.3, "best_step": 5, "global_step": 9,
+                 "final_grad_norm": 0.04}
         runs.append((label, _FakeRun(tmp_path / "sweep" / label, model, {"train": train}, sampler)))
     parent = _FakeRun(tmp_path, None, {}, sampler)
     parent.sweep_runs = runs
-    cfg = SweepReportConfig(horizons=[1, 4], rollout_context=4, max_windows=8)
+    cfg = SweepReportConfig(horizons=[1, 4], rollout_context=4, max_windows=8,
+                            groups={"position": [0, 7], "velocity": [7, 14]})
     result = evaluate_sweep(parent, cfg)
     rows = {r["label"]: r for r in result["rows"]}
-    assert set(rows) == {"cfgA", "cfgD"}
+    assert set(rows) == {"cfgA_seed0", "cfgA_seed1", "cfgD_seed0"}
+    md = parent.sections["arx5_sweep"]
     for label, row in rows.items():
         blob = torch.load(tmp_path / "checkpoints" / label / "params" / "params.pt", weights_only=True)
         assert blob["config_label"] == label and blob["global_step"] == 9
         assert row["fingerprint"] == checkpoint_fingerprint(tmp_path / "checkpoints" / label)
-        assert row["rollout_mse_h4"] >= 0 and row["reference_best_val_loss"] is not None
+        assert row["rollout_mse_h4"] >= 0 and len(row["rollout_curve"]) == 4
+        # Position and velocity errors average to the whole (7 dims each).
+        assert (row["common_mse_position"] + row["common_mse_velocity"]) / 2 == pytest.approx(row["common_mse"], rel=1e-4)
         # Whole (64 hex digits), as the published table prints it, so a reader can check it.
-        assert len(row["fingerprint"]) == 64 and f"`{row['fingerprint']}`" in parent.sections["arx5_sweep"]
-    assert sorted(r["verdict"] for r in rows.values()) in (["baseline", "winner"], ["discard", "winner"])
-    assert result["rankings"]["common_mse"][0] == next(l for l, r in rows.items() if r["verdict"] == "winner")
-    assert "0.0764" in parent.sections["arx5_sweep"] and parent.results()["arx5_sweep"] is result
+        assert len(row["fingerprint"]) == 64 and f"`{row['fingerprint']}`" in md
+    configs = {c["label"]: c for c in result["configs"]}
+    assert configs["cfgA"]["n"] == 2 and configs["cfgD"]["n"] == 1
+    assert configs["cfgA"]["best_val_loss"] == pytest.approx(0.2) and configs["cfgA"]["best_val_loss_std"] == pytest.approx(0.1414, rel=1e-3)
+    assert configs["cfgD"]["best_val_loss_std"] is None
+    assert configs["cfgA"]["reference_best_val_loss"] == 0.0982
+    assert sorted(c["verdict"] for c in configs.values()) in (["baseline", "winner"], ["discard", "winner"])
+    assert result["rankings"]["common_mse"][0] == next(c for c, v in configs.items() if v["verdict"] == "winner")
+    assert rows["cfgA_seed1"]["verdict"] == configs["cfgA"]["verdict"]
+    assert "| cfgA | absolute | absolute | 2 | 0.2 ± 0.14 |" in md and "**Error by state dims**" in md
+    assert (tmp_path / "plots" / "arx5_rollout_mse.png").stat().st_size > 1000
+    assert "0.0764" in md and parent.results()["arx5_sweep"] is result
+
+
+def test_seed_labels_group_into_configs():
+    from wm_plugins.gpt_state.seeds import aggregate, config_label
+
+    assert config_label("cfgA_seed12") == "cfgA" and config_label("cfgA") == "cfgA"
+    rows = [{"label": "x_seed0", "m": 1.0}, {"label": "x_seed1", "m": 3.0}, {"label": "y", "m": None}]
+    agg = aggregate(rows, ["m"])
+    assert [(a["label"], a["n"], a["m"], a["m_min"], a["m_max"]) for a in agg] == [("x", 2, 2.0, 1.0, 3.0),
+                                                                                    ("y", 1, None, None, None)]

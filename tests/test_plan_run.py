@@ -8,24 +8,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-RECIPE = """
-name = "toy_plan"
-seed = 0
-stages = ["data", "train"]
-[data]
-train = "{store}"
-window = 2
-frameskip = 1
-val_fraction = 0.25
-[data.collect]
-env = {{ type = "linear_state", max_steps = 30 }}
-policies = [{{ type = "random" }}]
-episodes = 10
-[model]
-encoder = {{ type = "identity" }}
-predictor = {{ type = "mlp", hidden = 64 }}
-[model.losses.pred]
-type = "mse"
+from _plan_util import run_toy_recipe
+
+RECIPE_BODY = """
 [train]
 steps = 200
 batch_size = 32
@@ -39,22 +24,13 @@ threads = 1
 episodes = 4
 k = 3
 budget = 9
-planner = {{ samples = 64, iterations = 8, elites = 8, horizon = 3 }}
+planner = { samples = 64, iterations = 8, elites = 8, horizon = 3 }
 """
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from wm_framework.builtin_planners import ensure_registered
-    from wm_framework.registry import reset_registry
-    from wm_framework.run import run_recipe
-
-    reset_registry()
-    ensure_registered()
-    tmp = tmp_path_factory.mktemp("planrun")
-    recipe = tmp / "r.toml"
-    recipe.write_text(RECIPE.format(store=tmp / "toy.zarr"))
-    return run_recipe(str(recipe), out=str(tmp / "runs"), progress=False)
+    return run_toy_recipe(tmp_path_factory.mktemp("planrun"), "toy_plan", RECIPE_BODY, hidden=64)
 
 
 def _app():

@@ -13,28 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from _plan_util import run_toy_recipe
 from wm_framework.cli import main
 
 LABELS = ["cfgA", "cfgB", "cfgC"]
 
-RECIPE = """
-name = "toy_sweep"
-seed = 0
-stages = ["data", "train"]
-[data]
-train = "{store}"
-window = 2
-frameskip = 1
-val_fraction = 0.25
-[data.collect]
-env = {{ type = "linear_state", max_steps = 30 }}
-policies = [{{ type = "random" }}]
-episodes = 10
-[model]
-encoder = {{ type = "identity" }}
-predictor = {{ type = "mlp", hidden = 16 }}
-[model.losses.pred]
-type = "mse"
+RECIPE_BODY = """
 [train]
 steps = 8
 batch_size = 16
@@ -47,7 +31,7 @@ threads = 1
 episodes = 2
 k = 2
 budget = 4
-planner = {{ samples = 16, iterations = 2, elites = 4, horizon = 2 }}
+planner = { samples = 16, iterations = 2, elites = 4, horizon = 2 }
 [eval]
 horizons = [1, 3]
 episodes = 4
@@ -66,13 +50,13 @@ windows = 4
 length = 4
 [[sweep.runs]]
 label = "cfgA"
-overrides = {{ "train.lr" = 1e-3 }}
+overrides = { "train.lr" = 1e-3 }
 [[sweep.runs]]
 label = "cfgB"
-overrides = {{ "train.lr" = 3e-3 }}
+overrides = { "train.lr" = 3e-3 }
 [[sweep.runs]]
 label = "cfgC"
-overrides = {{ "model.predictor.hidden" = 8 }}
+overrides = { "model.predictor.hidden" = 8 }
 """
 
 # command -> (extra options, the section title in the sweep's report, the key each run's results.json gets)
@@ -87,14 +71,7 @@ COMMANDS = {
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory) -> Path:
-    from wm_framework.registry import reset_registry
-    from wm_framework.run import run_recipe
-
-    reset_registry()
-    tmp = tmp_path_factory.mktemp("sweepcmd")
-    recipe = tmp / "r.toml"
-    recipe.write_text(RECIPE.format(store=tmp / "toy.zarr"))
-    return run_recipe(str(recipe), out=str(tmp / "runs"), progress=False)
+    return run_toy_recipe(tmp_path_factory.mktemp("sweepcmd"), "toy_sweep", RECIPE_BODY, hidden=16)
 
 
 def _wm(capsys, *args: str) -> tuple[int, str, str]:

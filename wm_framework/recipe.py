@@ -130,6 +130,8 @@ class SweepConfig(_Strict):
 
     grid: dict[str, list] = Field(default_factory=dict, description="Dotted key -> values; the cartesian product becomes runs.")
     runs: list[SweepRun] = Field(default_factory=list, description="Explicitly labelled runs (used instead of, or besides, the grid).")
+    seeds: list[int] = Field(default_factory=list, description="Repeat every run once per seed (label suffix `_seed<s>`, "
+                             "top-level `seed` overridden): the spread over seeds of each configuration.")
     after_stages: list[str] = Field(default_factory=list, description="Stages run once after all runs, with ctx.sweep_runs.")
     launcher: dict = Field(default_factory=lambda: {"type": "local"}, description="How the runs are executed: {type = NAME, ...params}; `local` runs them in sequence on CPU and spreads them over the visible GPUs (per_gpu runs each).")
 
@@ -483,6 +485,9 @@ def expand_sweep(data: dict) -> list[tuple[str, dict]]:
             runs.append((label, apply_overrides(base, dict(zip(keys, values)))))
     for run in sweep.get("runs", []) or []:
         runs.append((run["label"], apply_overrides(base, run.get("overrides", {}))))
+    seeds = sweep.get("seeds", []) or []
+    if seeds:
+        runs = [(f"{label}_seed{s}", {**recipe, "seed": int(s)}) for label, recipe in runs for s in seeds]
     labels = [label for label, _ in runs]
     dupes = {x for x in labels if labels.count(x) > 1}
     if dupes:

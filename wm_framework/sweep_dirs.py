@@ -154,6 +154,18 @@ def finish(comp: SweepComparison, echo: Callable[[str], None]) -> None:
         raise WMRuntimeError(msg)
 
 
+def on_sweep(command: str, title: str, run_dir: str | Path, runs: Iterable[str] | None,
+             run_one: Callable[[Path], T], row: Callable[[T], dict[str, Any]],
+             echo: Callable[[str], None]) -> bool:
+    """When ``run_dir`` is a sweep: run ``run_one`` on its runs (or ``--runs``), write and show the
+    comparison, and return True (the command is done); for a single run return False."""
+    selected = select_runs(run_dir, runs)
+    if selected is None:
+        return False
+    finish(compare_runs(command, title, selected, run_dir, run_one, row), echo)
+    return True
+
+
 def comparison_markdown(comp: SweepComparison) -> str:
     """One row per run: its headline numbers, its status (or error) and a link to its report."""
     columns: list[str] = []

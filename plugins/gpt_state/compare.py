@@ -11,6 +11,10 @@ config), so they cannot be ranked against each other. Here every config is score
   for each horizon ``h``;
 * ``own_loss``: the config's own training loss (its target space), on the same windows.
 
+``groups`` (name -> [first, end) state dims, e.g. ``{position = [0, 7], velocity = [7, 14]}``
+for the ARX5 joint state) splits the common-space errors by dimension group, which is
+what tests an explanation like "delta targets fail on the velocity dims".
+
 Everything takes plain modules and tensors (no run directory), so it is testable alone.
 """
 
@@ -43,10 +47,16 @@ def _chunks(n: int, size: int):
         yield slice(i, min(n, i + size))
 
 
+def group_means(per_dim: torch.Tensor, groups: dict | None) -> dict[str, float]:
+    """Mean of a per-dimension error ``[..., D]`` over each group's dims [first, end)."""
+    return {g: float(per_dim[..., int(a):int(b)].mean()) for g, (a, b) in (groups or {}).items()}
+
+
 @torch.no_grad()
-def one_step_scores(encoder, predictor, states, actions, common_std, batch_size: int = 128) -> dict:
-    """Teacher-forced scores over whole windows ``[W, L, ...]``: ``common_mse`` and ``own_loss``."""
-    common_sq, own, count = 0.0, 0.0, 0
+def one_step_scores(encoder, predictor, states, actions, common_std, batch_size: int = 128, groups=None) -> dict:
+    """Teacher-forced scores over whole windows ``[W, L, ...]``: ``common_mse``, ``own_loss`` and,
+    per dim group, ``common_mse_<group>``."""
+    per_dim, own, count = 0.0, 0.0, 0
     for sl in _chunks(states.shape[0], batch_size):
         s, a = states[sl], actions[sl]
         z = encoder(s)
@@ -54,9 +64,12 @@ def one_step_scores(encoder, predictor, states, actions, common_std, batch_size:
         own += float(ensemble_mse({"pred": pred, "target": predictor.make_target(z, s)})) * s.shape[0]
         nxt = predictor.absolute_next_state(pred, z[:, :-1]).mean(-2)
         err = (nxt - s[:, 1:]) / common_std
-        common_sq += float(err.pow(2).mean()) * s.shape[0]
+        per_dim = per_dim + err.pow(2).double().mean((0, 1)) * s.shape[0]
         count += s.shape[0]
-    return {"common_mse": common_sq / count, "own_loss": own / count}
+    per_dim = per_dim / count
+    out = {"common_mse": float(per_dim.mean()), "own_loss": own / count}
+    out.update({f"common_mse_{g}": v for g, v in group_means(per_dim, groups).items()})
+    return out
 
 
 @torch.no_grad()
@@ -85,36 +98,46 @@ def rollout_states(encoder, predictor, states, actions, context: int, horizon: i
 
 
 @torch.no_grad()
+def rollout_errors(encoder, predictor, states, actions, common_std, horizon: int, context: int = 8,
+                   batch_size: int = 128) -> torch.Tensor:
+    """Mean squared error (normalised units) of every rolled-out step and state dim: ``[horizon, D]``."""
+    if states.shape[1] < context + horizon:
+        raise ValueError(f"windows of {states.shape[1]} steps are too short for context {context} + horizon {horizon}")
+    sq, n = 0.0, 0
+    for sl in _chunks(states.shape[0], batch_size):
+        s, a = states[sl], actions[sl]
+        pred = rollout_states(encoder, predictor, s, a, context, horizon)
+        sq = sq + ((pred - s[:, context:context + horizon]) / common_std).pow(2).double().sum(0)  # [H, D]
+        n += s.shape[0]
+    return sq / n
+
+
 def rollout_scores(encoder, predictor, states, actions, common_std, horizons=(1, 8, 32), context: int = 8,
                    batch_size: int = 128) -> dict:
     """{h: MSE of the state h steps ahead (normalised units)} from windows of >= context+max(h) steps."""
     horizons = sorted(int(h) for h in horizons)
-    hmax = horizons[-1]
-    if states.shape[1] < context + hmax:
-        raise ValueError(f"windows of {states.shape[1]} steps are too short for context {context} + horizon {hmax}")
-    sq = torch.zeros(hmax, dtype=torch.float64)
-    n = 0
-    for sl in _chunks(states.shape[0], batch_size):
-        s, a = states[sl], actions[sl]
-        pred = rollout_states(encoder, predictor, s, a, context, hmax)
-        err = ((pred - s[:, context:context + hmax]) / common_std).pow(2).mean(-1)  # [W, H]
-        sq += err.double().sum(0)
-        n += s.shape[0]
-    per_step = sq / n
+    per_step = rollout_errors(encoder, predictor, states, actions, common_std, horizons[-1], context, batch_size).mean(-1)
     return {h: float(per_step[h - 1]) for h in horizons}
 
 
 def score_config(encoder, predictor, states, actions, common_std=None,
-                 horizons=(1, 8, 32), context: int = 8, batch_size: int = 128) -> dict:
+                 horizons=(1, 8, 32), context: int = 8, batch_size: int = 128, groups=None) -> dict:
     """All common-space scores of one config on raw windows of >= context+max(horizons) steps.
 
     The one-step scores use the first ``predictor.history + 1`` steps of each window.
     ``common_std`` (normalised units = raw error / std) defaults to the predictor's
-    absolute state std; a sweep passes ONE std for all configs.
+    absolute state std; a sweep passes ONE std for all configs. Returns ``common_mse``,
+    ``own_loss``, ``rollout_mse`` {h: mse}, ``rollout_curve`` (steps 1..max h) and, per
+    dim group g, ``common_mse_<g>`` and ``rollout_mse_<g>`` {h: mse}.
     """
     encoder.eval(); predictor.eval()
     common_std = predictor.state_std if common_std is None else torch.as_tensor(common_std, dtype=torch.float32)
     length = min(states.shape[1], int(predictor.history) + 1)
-    out = one_step_scores(encoder, predictor, states[:, :length], actions[:, :length], common_std, batch_size)
-    out["rollout_mse"] = rollout_scores(encoder, predictor, states, actions, common_std, horizons, context, batch_size)
+    out = one_step_scores(encoder, predictor, states[:, :length], actions[:, :length], common_std, batch_size, groups)
+    horizons = sorted(int(h) for h in horizons)
+    err = rollout_errors(encoder, predictor, states, actions, common_std, horizons[-1], context, batch_size)  # [H, D]
+    out["rollout_mse"] = {h: float(err[h - 1].mean()) for h in horizons}
+    out["rollout_curve"] = err.mean(-1).tolist()
+    for g in groups or {}:
+        out[f"rollout_mse_{g}"] = {h: group_means(err[h - 1], {g: groups[g]})[g] for h in horizons}
     return out

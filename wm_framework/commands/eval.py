@@ -82,14 +82,11 @@ def eval_cmd(
     rollout_metrics.csv, plots and report section, and writes a comparison table (the model's
     error per horizon, copy-last's) into the sweep's report.md and results.json["sweep_eval"].
     """
-    from wm_framework.sweep_dirs import compare_runs, finish, select_runs
+    from wm_framework.sweep_dirs import on_sweep
 
-    selected = select_runs(run_dir, runs)
-    if selected is not None:
-        comp = compare_runs("eval", "Open-loop rollouts across the sweep", selected, run_dir,
-                            lambda path: eval_command(path, horizons, episodes, checkpoint, split, video, data, test_data),
-                            eval_row)
-        finish(comp, typer.echo)
+    if on_sweep("eval", "Open-loop rollouts across the sweep", run_dir, runs,
+                lambda path: eval_command(path, horizons, episodes, checkpoint, split, video, data, test_data),
+                eval_row, typer.echo):
         return
     result = eval_command(run_dir, horizons, episodes, checkpoint, split, video, data, test_data)
     m, b = result.metrics["model"], result.metrics["copy_last"]

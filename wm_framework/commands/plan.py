@@ -83,17 +83,14 @@ def plan_cli(
     own plan.json and report section, and writes a comparison table (success rates, planning
     time) into the sweep's report.md and results.json["sweep_plan"].
     """
-    from wm_framework.sweep_dirs import compare_runs, finish, select_runs
+    from wm_framework.sweep_dirs import on_sweep
 
     options = dict(episodes=episodes, k=k, budget=budget, planner=planner, samples=samples, iterations=iterations,
                    elites=elites, horizon=horizon, cost=cost, context=context, checkpoint=checkpoint, split=split,
                    seed=seed, random_baseline=False if no_random else None, data=data, test_data=test_data)
-    selected = select_runs(run_dir, runs)
-    if selected is not None:
-        # plan_command pops from its overrides: every run gets its own copy.
-        comp = compare_runs("plan", "Planning across the sweep", selected, run_dir,
-                            lambda path: plan_command(path, **dict(options)), plan_row)
-        finish(comp, typer.echo)
+    # plan_command pops from its overrides: every run gets its own copy.
+    if on_sweep("plan", "Planning across the sweep", run_dir, runs,
+                lambda path: plan_command(path, **dict(options)), plan_row, typer.echo):
         return
     summary = plan_command(run_dir, **options)
     typer.echo(json.dumps({key: summary[key] for key in ("success_rate", "random_success_rate", "plan_seconds")

@@ -74,13 +74,10 @@ def probe_cli(
     probes.json and report section, and writes a comparison table (test R^2 per task on the
     last probed checkpoint) into the sweep's report.md and results.json["sweep_probe"].
     """
-    from wm_framework.sweep_dirs import compare_runs, finish, select_runs
+    from wm_framework.sweep_dirs import on_sweep
 
-    selected = select_runs(run_dir, runs)
-    if selected is not None:
-        comp = compare_runs("probe", "Probes across the sweep", selected, run_dir,
-                            lambda path: probe_command(path, checkpoints, test_store, data), probe_row)
-        finish(comp, typer.echo)
+    if on_sweep("probe", "Probes across the sweep", run_dir, runs,
+                lambda path: probe_command(path, checkpoints, test_store, data), probe_row, typer.echo):
         return
     probe_command(run_dir, checkpoints, test_store, data)
     typer.echo(f"probes: {Path(run_dir) / 'probes.json'}")

@@ -91,16 +91,13 @@ def surprise_cli(
     surprise.json, plot and report section, and writes a comparison table (surprise ratios,
     p-values) into the sweep's report.md and results.json["sweep_surprise"].
     """
-    from wm_framework.sweep_dirs import compare_runs, finish, select_runs
+    from wm_framework.sweep_dirs import on_sweep
 
     options = dict(episodes=episodes, length=length, perturb_at=perturb_at, checkpoint=checkpoint, seed=seed,
                    data=data, test_data=test_data)
-    selected = select_runs(run_dir, runs)
-    if selected is not None:
-        # the command pops from its overrides: every run gets its own copy.
-        comp = compare_runs("surprise", "Surprise across the sweep", selected, run_dir,
-                            lambda path: surprise_command(path, **dict(options)), surprise_row)
-        finish(comp, typer.echo)
+    # the command pops from its overrides: every run gets its own copy.
+    if on_sweep("surprise", "Surprise across the sweep", run_dir, runs,
+                lambda path: surprise_command(path, **dict(options)), surprise_row, typer.echo):
         return
     r = surprise_command(run_dir, **options)
     typer.echo(json.dumps({k: r[k] for k in ("physical", "visual") if k in r}, indent=1))
@@ -121,14 +118,11 @@ def straightness_cli(
     results, plot and report section, and writes a comparison table (straightness of the first
     and last checkpoint) into the sweep's report.md and results.json["sweep_straightness"].
     """
-    from wm_framework.sweep_dirs import compare_runs, finish, select_runs
+    from wm_framework.sweep_dirs import on_sweep
 
     options = dict(windows=windows, length=length, data=data, test_data=test_data)
-    selected = select_runs(run_dir, runs)
-    if selected is not None:
-        comp = compare_runs("straightness", "Temporal straightness across the sweep", selected, run_dir,
-                            lambda path: straightness_command(path, **dict(options)), straightness_row)
-        finish(comp, typer.echo)
+    if on_sweep("straightness", "Temporal straightness across the sweep", run_dir, runs,
+                lambda path: straightness_command(path, **dict(options)), straightness_row, typer.echo):
         return
     rows = straightness_command(run_dir, **options)
     for r in rows:
