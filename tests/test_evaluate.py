@@ -167,6 +167,7 @@ def test_result_files_plot_and_video(tmp_path: Path):
     n, h, w = video.shape[:3]
     assert n == 9
     assert w % 2 == 0 and h % 2 == 0 and w > 2 * h
+    assert h == 148  # 21 px frames shown about 128 px tall: scale 7, padded to even
     assert iio3.imread(vids["gif"], index=None).shape[0] == 9
 
 
@@ -262,7 +263,8 @@ def test_breakdown_splits_error_by_region_and_motion_and_draws_a_map(tmp_path: P
     assert g["motion: still"]["1"] == {"model": pytest.approx(0.25 * 16 / 64), "copy_last": 0.0, "n": 1}
     assert g["motion: moving"]["4"]["copy_last"] == pytest.approx(1.0) and g["motion: moving"]["4"]["n"] == 1
     assert bd.n == 2
-    assert "| region: centre | 0.12500 / 0.50000 | 0.12500 / 0.50000 | 2 |" in bd.markdown()
+    assert "| region: centre | 0.12500 / 0.50000 | 0.12500 / 0.50000 |" in bd.markdown()
+    assert "| motion: still | 0.06250 / 0.00000 (n=1) |" in bd.markdown()
     png = bd.plot(tmp_path / "plots" / "error_map.png")
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
 

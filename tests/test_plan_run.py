@@ -55,6 +55,11 @@ def test_wm_plan_beats_random_actions_and_records_results(run_dir):
     assert "Planning (goal-conditioned CEM)" in report and "success rate (random actions)" in report
     per_task = json.loads((run_dir / "plan.json").read_text())
     assert len(per_task["episodes"]) == 4 and len(per_task["random"]) == 4
+    # The env measures a distance to the goal (goal_distance): its final value is reported, per task and in the mean.
+    errors = [e["final_error"] for e in per_task["episodes"]]
+    assert summary["mean_final_error"] == pytest.approx(sum(errors) / 4)
+    assert summary["mean_final_error"] < summary["random_mean_final_error"]
+    assert "mean final distance to the goal" in report
 
 
 def test_wm_plan_options_override_the_recipe(run_dir):

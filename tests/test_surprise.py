@@ -155,9 +155,10 @@ def test_arx5_reset_teleport_success_and_end_effector_feature(tmp_path):
     ee = np.array([info["labels"][k] for k in ("ee_x", "ee_y", "ee_z")])
     feature = wenv.arx5_end_effector_feature()
     np.testing.assert_allclose(feature(torch.as_tensor(obs[None]))[0].numpy(), ee, atol=1e-6)
-    success = wenv.success_fn(env, "arx5")
-    assert success(info["labels"], info["labels"])
+    success, distance = wenv.success_fn(env, "arx5"), wenv.distance_fn(env)
+    assert success(info["labels"], info["labels"]) and distance(info["labels"], info["labels"]) == 0.0
     wenv.arx5_teleport_arm(env, np.random.default_rng(0))
     moved = env.unwrapped.labels()
     assert not success(moved, info["labels"])  # a 0.4 rad jump moves the end effector by more than 2 cm
+    assert distance(moved, info["labels"]) > 0.02
     env.close()

@@ -165,6 +165,17 @@ def test_a_single_run_works_as_before(sweep_dir, capsys):
     assert (sweep_dir / "results.json").read_text() == before  # the sweep's table is not touched
 
 
+def test_wm_eval_defaults_come_from_the_recipe(sweep_dir, capsys):
+    child = sweep_dir / "sweep" / "cfgC"
+    rc, _, err = _wm(capsys, "eval", child)  # no options: the recipe's [eval] (4 windows, horizons 1 and 3)
+    assert rc == 0, err
+    ev = json.loads((child / "results.json").read_text())["eval"]
+    assert ev["n_rollouts"] == 4 and ev["horizons"] == [1, 3]
+    rc, _, err = _wm(capsys, "eval", child, "--episodes", "2", "--no-video")
+    assert rc == 0, err
+    assert json.loads((child / "results.json").read_text())["eval"]["n_rollouts"] == 2
+
+
 def test_a_failing_run_is_recorded_and_the_others_carry_on(sweep_dir, tmp_path, capsys):
     copy = tmp_path / "sweep_copy"
     shutil.copytree(sweep_dir, copy)

@@ -83,6 +83,13 @@ def run_plan(ctx, cfg: PlanConfig) -> dict:
     name = wenv.env_name(store)
     env = wenv.make_env_for_store(store)
     success = wenv.success_fn(env, name)
+    distance = wenv.distance_fn(env)
+
+    def final_error(res: dict, task) -> dict:
+        labels = res.pop("final_labels", None)
+        if distance is not None and labels:
+            res["final_error"] = float(distance(labels, task.goal_labels))
+        return res
     spec = model.action_spec
     planner = build_planner(cfg, spec.kind)
     fs = spec.frameskip
@@ -114,11 +121,12 @@ def run_plan(ctx, cfg: PlanConfig) -> dict:
         exact.append(ok)
         planner.reset(cfg.seed + i)
         target = None if target_labels is None else [task.goal_labels[n] for n in target_labels]
-        res = run_planning_episode(env, model, planner, task, success, budget, device, box, cost, target)
+        res = final_error(run_planning_episode(env, model, planner, task, success, budget, device, box, cost, target), task)
         per_episode.append(dict(res, episode=task.episode, start_row=task.start_row))
         if cfg.random_baseline:
             wenv.reset_to_row(env, store, task.episode, task.start_row)
-            random_eps.append(run_random_episode(env, task, success, budget, np.random.default_rng(cfg.seed + i)))
+            random_eps.append(final_error(run_random_episode(env, task, success, budget,
+                                                             np.random.default_rng(cfg.seed + i)), task))
     env.close()
 
     summary = summarize(per_episode, random_eps if cfg.random_baseline else None)
@@ -140,6 +148,8 @@ def plan_markdown(s: dict) -> str:
     rows = [
         ("success rate (planner)", fmt(s["success_rate"])),
         ("success rate (random actions)", fmt(s.get("random_success_rate"))),
+        *([("mean final distance to the goal, planner / random actions",
+             f"{fmt(s['mean_final_error'])} / {fmt(s.get('random_mean_final_error'))}")] if "mean_final_error" in s else []),
         ("tasks", s["episodes"]),
         ("goal distance k / budget (raw steps)", f"{s['k']} / {s['budget']}"),
         ("planner", f"{s['planner']}: {s['samples']} samples x {s['iterations']} iterations, horizon {s['horizon']}, cost {s['cost']}"),

@@ -158,5 +158,14 @@ class LinearStateEnv(gym.Env):
     def _obs(self) -> np.ndarray:
         return self.x.astype(np.float32)
 
+    # -- goals (what planning asks of an env) --------------------------------------------
+    def goal_distance(self, labels_now: dict, labels_goal: dict) -> float:
+        """Euclidean distance between the two states."""
+        return float(np.sqrt(sum((labels_now[n] - labels_goal[n]) ** 2 for n in self.label_names)))
+
+    def goal_success(self, labels_now: dict, labels_goal: dict, tolerance: float = 0.1) -> bool:
+        """Reached: within ``tolerance`` per dimension, on average (tolerance * sqrt(dim) in distance)."""
+        return self.goal_distance(labels_now, labels_goal) <= tolerance * np.sqrt(self.dim)
+
     def _info(self) -> dict:
         return {"labels": {n: float(v) for n, v in zip(self.label_names, self.x)}}

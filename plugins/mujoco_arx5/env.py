@@ -29,6 +29,7 @@ if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
 import mujoco  # noqa: E402  (after MUJOCO_GL is decided)
 
 MJCF_PATH = Path(__file__).with_name("arx5.xml")
+GOAL_TOLERANCE_M = 0.02  # a reach counts when the end effector is within 2 cm of the goal's
 JOINT_NAMES = ("joint1", "joint2", "joint3", "joint4", "joint5", "joint6", "gripper")
 HOME_QPOS = np.array([0.0, 0.251, 0.314, 0.0, 0.0, 0.0, 0.044])
 PHYSICS_STEPS_PER_ACTION = 10  # 0.002 s * 10 = 20 ms -> 50 Hz control
@@ -116,6 +117,15 @@ class Arx5Env(gym.Env):
             "ee_x": float(ee[0]), "ee_y": float(ee[1]), "ee_z": float(ee[2]),
             "gripper_width": float(2.0 * self.data.qpos[6]),
         }
+
+    # -- goals (what planning asks of an env) -----------------------------------------
+    def goal_distance(self, labels_now: dict, labels_goal: dict) -> float:
+        """End-effector distance to the goal's, in metres."""
+        return float(np.sqrt(sum((labels_now[k] - labels_goal[k]) ** 2 for k in ("ee_x", "ee_y", "ee_z"))))
+
+    def goal_success(self, labels_now: dict, labels_goal: dict) -> bool:
+        """Reached: the end effector within GOAL_TOLERANCE_M of the goal's."""
+        return self.goal_distance(labels_now, labels_goal) <= GOAL_TOLERANCE_M
 
     def _obs(self):
         return self.state() if self.render_size is None else self._pixels(*self.render_size)

@@ -26,9 +26,11 @@ def parse_horizons(text: str) -> list[int]:
     return hs
 
 
-def eval_command(run_dir: Path, horizons: str = "1,5,10,30,32", episodes: int = 8, checkpoint: str = "last",
-                 split: str | None = None, video: bool = True, data: Path | None = None, test_data: Path | None = None):
-    """Evaluate a run directory; the recipe's [eval] table gives defaults, arguments override them.
+def eval_command(run_dir: Path, horizons: str | None = None, episodes: int | None = None, checkpoint: str | None = None,
+                 split: str | None = None, video: bool | None = None, data: Path | None = None,
+                 test_data: Path | None = None):
+    """Evaluate a run directory; the recipe's [eval] table gives defaults, arguments that are not
+    None override them (a run made with `eval.episodes = 256` is re-evaluated on 256 windows).
 
     Returns the RolloutResult (results.json, report.md, plots/ and videos/ are updated).
     """
@@ -40,9 +42,9 @@ def eval_command(run_dir: Path, horizons: str = "1,5,10,30,32", episodes: int = 
         ctx.use_stores(train=data, test=test_data)
     base = ctx.recipe.stage_config("eval")
     params = base.model_dump() if hasattr(base, "model_dump") else dict(base or {})
-    params.update(horizons=parse_horizons(horizons), episodes=episodes, checkpoint=checkpoint, video=video)
-    if split is not None:
-        params["split"] = split
+    given = dict(horizons=parse_horizons(horizons) if horizons is not None else None, episodes=episodes,
+                 checkpoint=checkpoint, video=video, split=split)
+    params.update({k: v for k, v in given.items() if v is not None})
     try:
         cfg = EvalConfig(**params)
     except Exception as e:  # pydantic's message is multi-line; the CLI wants one line
@@ -68,11 +70,11 @@ def eval_row(result) -> dict:
 def eval_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory (runs/<timestamp>_<recipe>/), or a sweep's directory: every run of it."),
     runs: Optional[List[str]] = typer.Option(None, "--runs", metavar="LABELS", help=RUNS_HELP),
-    horizons: str = typer.Option("1,5,10,30,32", "--horizons", help="Comma-separated steps ahead."),
-    episodes: int = typer.Option(8, "--episodes", help="Held-out windows to roll out."),
-    checkpoint: str = typer.Option("last", "--checkpoint", help="last, best, a label or a .pt path."),
-    split: str = typer.Option(None, "--split", help="test | holdout | val (default: the recipe's)."),
-    video: bool = typer.Option(True, "--video/--no-video", help="Write side-by-side MP4 + GIF clips."),
+    horizons: Optional[str] = typer.Option(None, "--horizons", help="Comma-separated steps ahead (default: the recipe's [eval], else 1,5,10,30,32)."),
+    episodes: Optional[int] = typer.Option(None, "--episodes", help="Held-out windows to roll out (default: the recipe's [eval], else 8)."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="last, best, a label or a .pt path (default: the recipe's, else last)."),
+    split: Optional[str] = typer.Option(None, "--split", help="test | holdout | val (default: the recipe's)."),
+    video: Optional[bool] = typer.Option(None, "--video/--no-video", help="Write side-by-side MP4 + GIF clips (default: the recipe's, else yes)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Training store to use instead of the run's (default: the path recorded by `wm run`)."),
     test_data: Optional[Path] = typer.Option(None, "--test-data", help="Held-out test store to use instead of the run's."),
 ):

@@ -50,8 +50,9 @@ def plan_row(summary: dict) -> dict:
     seconds = summary.get("plan_seconds") or {}
     row = {"success rate": summary.get("success_rate"), "random success rate": summary.get("random_success_rate"),
            "mean steps": summary.get("mean_steps")}
-    if "mean_final_error" in summary:  # reported by planners/envs that measure a distance to the goal
+    if "mean_final_error" in summary:  # reported for envs that measure a distance to the goal (goal_distance)
         row["mean final error"] = summary["mean_final_error"]
+        row["random mean final error"] = summary.get("random_mean_final_error")
     row.update({"plan s (median)": seconds.get("median"), "plan s (p95)": seconds.get("p95"),
                 "tasks": summary.get("episodes")})
     return row

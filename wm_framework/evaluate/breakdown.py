@@ -108,21 +108,22 @@ class ErrorBreakdown:
         return out
 
     def markdown(self) -> str:
-        """A table: one row per group, model / copy-last MSE per horizon, n rollouts."""
+        """A table: one row per group, model / copy-last MSE per horizon (n rollouts where it is not all)."""
         data = self.to_json()["groups"]
-        head = "| where | " + " | ".join(f"h={h} model / copy-last" for h in self.horizons) + " | n (h=1) |\n"
-        head += "|---|" + "---|" * (len(self.horizons) + 1) + "\n"
+        head = "| where | " + " | ".join(f"h={h} model / copy-last" for h in self.horizons) + " |\n"
+        head += "|---|" + "---|" * len(self.horizons) + "\n"
         rows = ""
         for g, per_h in data.items():
             cells = []
             for h in self.horizons:
                 c = per_h[str(h)]
-                cells.append("-" if c["model"] is None else f"{c['model']:.5f} / {c['copy_last']:.5f}")
-            rows += f"| {g} | " + " | ".join(cells) + f" | {per_h[str(self.horizons[0])]['n']} |\n"
-        return head + rows
+                cell = "-" if c["model"] is None else f"{c['model']:.5f} / {c['copy_last']:.5f}"
+                cells.append(cell + (f" (n={c['n']})" if c["n"] != self.n else ""))
+            rows += f"| {g} | " + " | ".join(cells) + " |\n"
+        return head + rows + f"\nn = {self.n} rollouts in all.\n"
 
     def plot(self, path: str | Path) -> Path:
-        """Heat maps of per-pixel MSE: rows model / copy-last, columns first / last horizon (one colour scale)."""
+        """Heat maps of per-pixel MSE: rows model / copy-last, columns first / last horizon (a colour scale per column)."""
         import matplotlib
 
         matplotlib.use("Agg", force=False)
@@ -132,15 +133,19 @@ class ErrorBreakdown:
         path.parent.mkdir(parents=True, exist_ok=True)
         hs = sorted({self.horizons[0], self.horizons[-1]})
         maps = {k: (v / max(self.n, 1)).numpy() for k, v in self.maps.items()}
-        vmax = float(np.percentile(np.stack(list(maps.values())), 99.5)) or 1e-6
+        # One colour scale per horizon (shared by model and copy-last): errors grow by decades
+        # with the horizon, and one scale for all would paint horizon 1 black.
+        vmax = {h: float(np.percentile(np.stack([maps[("model", h)], maps[("copy_last", h)]]), 99.5)) or 1e-6
+                for h in hs}
         fig, axes = plt.subplots(2, len(hs), figsize=(3.2 * len(hs) + 1, 6), dpi=110, squeeze=False)
         try:
             for r, who in enumerate(("model", "copy_last")):
                 for c, h in enumerate(hs):
-                    im = axes[r, c].imshow(maps[(who, h)], cmap="magma", vmin=0, vmax=vmax)
+                    im = axes[r, c].imshow(maps[(who, h)], cmap="magma", vmin=0, vmax=vmax[h])
                     axes[r, c].set_title(f"{who}, horizon {h}", fontsize=9)
                     axes[r, c].axis("off")
-            fig.colorbar(im, ax=axes, shrink=0.8, label="mean squared error per pixel")
+                    if r == 1:
+                        fig.colorbar(im, ax=axes[:, c], shrink=0.8, label=f"squared error per pixel, h={h}")
             fig.suptitle(f"Where the rollout error is (n = {self.n} rollouts)", fontsize=10)
             tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
             fig.savefig(tmp)

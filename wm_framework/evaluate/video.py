@@ -77,9 +77,15 @@ def write_gif(frames: np.ndarray, path: str | Path, fps: int = 8) -> Path:
     return path
 
 
-def write_side_by_side(true: np.ndarray, pred: np.ndarray, stem: str | Path, fps: int = 8, scale: int = 4,
+def write_side_by_side(true: np.ndarray, pred: np.ndarray, stem: str | Path, fps: int = 8, scale: int | None = None,
                        marker_from: int | None = None) -> dict[str, Path]:
-    """Write ``<stem>.mp4`` and ``<stem>.gif`` of ground truth | prediction; returns the paths."""
+    """Write ``<stem>.mp4`` and ``<stem>.gif`` of ground truth | prediction; returns the paths.
+
+    ``scale`` defaults to the integer factor that makes a frame about 128 px tall (2 for
+    64-84 px frames): readable, and a 36-frame GIF stays a few hundred KB.
+    """
+    if scale is None:
+        scale = max(1, -(-128 // max(1, int(true.shape[1]))))
     clip = side_by_side(true, pred, scale=scale, marker_from=marker_from)
     stem = Path(stem)
     return {"mp4": write_mp4(clip, stem.with_suffix(".mp4"), fps), "gif": write_gif(clip, stem.with_suffix(".gif"), fps)}

@@ -6,8 +6,10 @@
   envs); the ARX5 arm is set directly from the recorded state instead (faster, and exact).
 * **Success criteria** ``success(labels_now, labels_goal) -> bool``: an env may define
   ``goal_success(labels_now, labels_goal)`` itself (looked up on the env and on
-  ``env.unwrapped``); otherwise :data:`SUCCESS` supplies one by env name (Breakout: paddle
-  within 4 native pixels of the goal's; ARX5: end effector within 2 cm).
+  ``env.unwrapped``; the ARX5 arm does: end effector within 2 cm); otherwise :data:`SUCCESS`
+  supplies one by env name (Breakout: paddle within 4 native pixels of the goal's). An env
+  with ``goal_distance(labels_now, labels_goal) -> float`` also gets the mean final
+  distance to the goal reported.
 * **Perturbations** for violation-of-expectation tests, applied from outside the env:
   physical ones move an object (Breakout: the ball, by writing the emulator RAM; ARX5:
   the arm's joints, via ``data.qpos``), visual ones recolour an object in the observation.
@@ -15,7 +17,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np
@@ -104,13 +105,6 @@ def _breakout_success(env, tolerance_native_px: float = 4.0):
     return success
 
 
-def _arx5_success(env, tolerance_m: float = 0.02):
-    def success(now: dict, goal: dict) -> bool:
-        d = [now[k] - goal[k] for k in ("ee_x", "ee_y", "ee_z")]
-        return math.sqrt(sum(x * x for x in d)) <= tolerance_m
-    return success
-
-
 def _bouncing_ball_success(env):
     tol = float(getattr(env.unwrapped, "paddle_speed", 1))
 
@@ -119,20 +113,10 @@ def _bouncing_ball_success(env):
     return success
 
 
-def _linear_state_success(env, tolerance: float = 0.1):
-    names = list(env.unwrapped.label_names)
-
-    def success(now: dict, goal: dict) -> bool:
-        return math.sqrt(sum((now[n] - goal[n]) ** 2 for n in names)) <= tolerance * math.sqrt(len(names))
-    return success
-
-
 #: env name -> factory(env) -> success(labels_now, labels_goal). Used when the env has no goal_success.
 SUCCESS: dict[str, Callable] = {
     "breakout": _breakout_success,
-    "arx5": _arx5_success,
     "bouncing_ball": _bouncing_ball_success,
-    "linear_state": _linear_state_success,
 }
 
 
@@ -146,6 +130,16 @@ def success_fn(env, name: str) -> Callable[[dict, dict], bool]:
         raise WMUsageError(f"env '{name}' has no goal_success(labels_now, labels_goal) and no built-in success "
                            f"criterion; built-in: {', '.join(sorted(SUCCESS))}")
     return SUCCESS[name](env)
+
+
+def distance_fn(env) -> Callable[[dict, dict], float] | None:
+    """The env's ``goal_distance(labels_now, labels_goal) -> float`` (e.g. metres of end-effector
+    error), or None when the env measures no distance to a goal."""
+    for obj in (env, getattr(env, "unwrapped", env)):
+        fn = getattr(obj, "goal_distance", None)
+        if callable(fn):
+            return fn
+    return None
 
 
 # ----------------------------------------------------------------------------- perturbations

@@ -117,7 +117,8 @@ def run_planning_episode(env, model, planner, task: GoalTask, success: Callable,
                 steps += 1
                 labels = info.get("labels", {})
                 if success(labels, task.goal_labels):
-                    return {"success": True, "steps": steps, "plan_seconds": times, "cycles": len(times)}
+                    return {"success": True, "steps": steps, "plan_seconds": times, "cycles": len(times),
+                            "final_labels": labels}
                 if term or trunc or steps >= budget:
                     done = True
                     break
@@ -125,12 +126,13 @@ def run_planning_episode(env, model, planner, task: GoalTask, success: Callable,
                 break
             frames.append(obs)
             blocks.append(np.asarray(block))
-    return {"success": False, "steps": steps, "plan_seconds": times, "cycles": len(times)}
+    return {"success": False, "steps": steps, "plan_seconds": times, "cycles": len(times), "final_labels": labels}
 
 
 def run_random_episode(env, task: GoalTask, success: Callable, budget: int, rng: np.random.Generator) -> dict:
     """The baseline: uniformly random actions from the env's action space (seeded)."""
     space = env.action_space
+    info = {}
     for step in range(1, budget + 1):
         if hasattr(space, "n"):
             a = int(rng.integers(int(space.n)))
@@ -138,10 +140,10 @@ def run_random_episode(env, task: GoalTask, success: Callable, budget: int, rng:
             a = rng.uniform(space.low, space.high).astype(np.float32)
         _, _, term, trunc, info = env.step(a)
         if success(info.get("labels", {}), task.goal_labels):
-            return {"success": True, "steps": step}
+            return {"success": True, "steps": step, "final_labels": info.get("labels", {})}
         if term or trunc:
             break
-    return {"success": False, "steps": step}
+    return {"success": False, "steps": step, "final_labels": info.get("labels", {})}
 
 
 def summarize(per_episode: list[dict], random_episodes: list[dict] | None) -> dict:
@@ -157,4 +159,10 @@ def summarize(per_episode: list[dict], random_episodes: list[dict] | None) -> di
     }
     if random_episodes is not None:
         out["random_success_rate"] = float(np.mean([e["success"] for e in random_episodes])) if random_episodes else 0.0
+    # Envs that measure a distance to the goal (goal_distance) get its mean and spread at the episode end.
+    for prefix, eps in (("", per_episode), ("random_", random_episodes or [])):
+        errors = [e["final_error"] for e in eps if e.get("final_error") is not None]
+        if errors:
+            out[f"{prefix}mean_final_error"] = float(np.mean(errors))
+            out[f"{prefix}final_error_std"] = float(np.std(errors, ddof=1)) if len(errors) > 1 else None
     return out
