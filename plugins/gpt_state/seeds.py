@@ -7,7 +7,6 @@ seed, and every compared number carries its spread (std over seeds, and min-max)
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -60,6 +59,8 @@ def plot_rollout_curves(rows: list[dict], configs: list[dict], path: str | Path)
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from wm_framework.evaluate.plots import save_png
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
@@ -80,9 +81,7 @@ def plot_rollout_curves(rows: list[dict], configs: list[dict], path: str | Path)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        save_png(fig, path)
     finally:
         plt.close(fig)
     return path

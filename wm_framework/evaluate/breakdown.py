@@ -17,7 +17,6 @@ baseline at every reported horizon:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -129,6 +128,8 @@ class ErrorBreakdown:
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
 
+        from wm_framework.evaluate.plots import save_png
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         hs = sorted({self.horizons[0], self.horizons[-1]})
@@ -147,9 +148,7 @@ class ErrorBreakdown:
                     if r == 1:
                         fig.colorbar(im, ax=axes[:, c], shrink=0.8, label=f"squared error per pixel, h={h}")
             fig.suptitle(f"Where the rollout error is (n = {self.n} rollouts)", fontsize=10)
-            tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-            fig.savefig(tmp)
-            os.replace(tmp, path)
+            save_png(fig, path)
         finally:
             plt.close(fig)
         return path

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
+
+
+def save_png(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure as PNG atomically (temp file + rename, umask respected)."""
+    from wm_framework.atomic import atomic_write
+
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    return Path(path)
 
 
 def plot_error_vs_horizon(
@@ -48,9 +55,7 @@ def plot_error_vs_horizon(
         ax.grid(True, alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        save_png(fig, path)
     finally:
         plt.close(fig)
     return path
