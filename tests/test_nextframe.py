@@ -109,6 +109,18 @@ def _action_brightness_batch(rng, b=32):
     return {"obs": torch.as_tensor(obs), "action": torch.as_tensor(action)}
 
 
+def _fit(model, next_batch, loss: str, steps: int, lr: float = 3e-3) -> None:
+    """Adam on fresh batches from ``next_batch()`` for ``steps`` steps."""
+    loss_fn = wm.create("losses", loss)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        batch = next_batch()
+        value = loss_fn(model(batch), batch)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+
+
 def test_the_action_changes_the_prediction_after_training():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -117,14 +129,7 @@ def test_the_action_changes_the_prediction_after_training():
     pred = wm.create("predictors", "cnn_decoder", latent_dim=32, action_dim=2, history=1, size=16,
                      channels=[16, 8, 8, 8], action_embed=8)
     model = WorldModel(enc, pred, ActionSpec("discrete", 2, 1))
-    loss_fn = wm.create("losses", "pixel_huber")
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(120):
-        batch = _action_brightness_batch(rng)
-        loss = loss_fn(model(batch), batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _fit(model, lambda: _action_brightness_batch(rng), "pixel_huber", steps=120)
     model.eval()
     test = _action_brightness_batch(np.random.default_rng(1), b=64)
     flipped = {"obs": test["obs"], "action": torch.where(test["action"] >= 0, 1 - test["action"], test["action"])}
@@ -194,14 +199,7 @@ def test_flow_decoder_learns_an_action_dependent_scroll():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     model = _skip_model(flow=True)
-    loss_fn = wm.create("losses", "pixel_mse")
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(150):
-        batch = _scroll_batch(rng)
-        loss = loss_fn(model(batch), batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _fit(model, lambda: _scroll_batch(rng), "pixel_mse", steps=150)
     test = _scroll_batch(np.random.default_rng(1), b=64)
     with torch.no_grad():
         out = model.eval()(test)
