@@ -54,25 +54,40 @@ name = "walk"
 [data]
 train = "{tmp_path / 'walk.zarr'}"
 window = 3
+val_fraction = 0.25
 [data.collect]
 env = {{ type = "drift_walk", max_steps = 20 }}
 policies = [{{ type = "random" }}]
-episodes = 4
+episodes = 8
 [model]
 encoder = {{ type = "identity" }}
 predictor = {{ type = "mlp", hidden = 16 }}
 [model.losses.l1]
 type = "example_l1"
 [train]
-steps = 6
-batch_size = 8
-log_every = 2
+steps = 150
+batch_size = 16
+lr = 3e-3
+log_every = 50
 """)
     r = run_wm("run", str(recipe), "--out", str(tmp_path / "runs"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     run = next((tmp_path / "runs").iterdir())
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("train/l1" in x for x in records)
+    # Planning and surprise through the env's own capabilities (goal_success, goal_distance,
+    # perturb_physical): nothing in wm-framework knows this env.
+    r = run_wm("plan", str(run), "--episodes", "3", "--k", "3", "--samples", "32", "--iterations", "3",
+               "--elites", "4", "--horizon", "3", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    plan = json.loads((run / "results.json").read_text())["plan"]
+    assert plan["env"] == "drift_walk" and plan["episodes"] == 3 and "random_success_rate" in plan
+    assert plan["mean_final_error"] >= 0.0  # goal_distance was used
+    r = run_wm("surprise", str(run), "--episodes", "3", "--length", "6", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    surprise = json.loads((run / "results.json").read_text())["surprise"]
+    assert surprise["physical"]["ratio_at_perturbation"] > 5  # a jump of 1 against steps of 0.1
+    assert "visual" not in surprise  # the env offers no perturb_visual (and has no pixels)
 
 
 def test_example_plugin_own_tests_pass(example_installed):

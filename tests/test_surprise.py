@@ -45,7 +45,7 @@ def test_breakout_teleport_moves_the_ball_in_ram_labels_and_pixels():
     state = env.unwrapped.ale.cloneState()
     _, _, _, _, free = env.step(0)
     env.unwrapped.ale.restoreState(state)
-    what = wenv.breakout_teleport_ball(env, np.random.default_rng(0))
+    what = env.perturb_physical(np.random.default_rng(0))
     assert what is not None
     obs, _, _, _, info = env.step(0)
     after = info["labels"]
@@ -62,8 +62,21 @@ def test_breakout_teleport_is_refused_without_a_ball_in_play():
 
     env = wm_framework.make_env("breakout")
     env.reset(seed=0)  # before FIRE there is no ball
-    assert wenv.breakout_teleport_ball(env, np.random.default_rng(0)) is None
+    assert env.perturb_physical(np.random.default_rng(0)) is None
     env.close()
+
+
+def test_capabilities_are_offered_by_breakout_only_among_atari_games():
+    import wm_framework
+    from wm_framework.contracts import env_capabilities
+
+    breakout, pong = wm_framework.make_env("breakout"), wm_framework.make_env("breakout", game="pong")
+    assert env_capabilities(breakout) == ["goal_success", "perturb_physical", "perturb_visual"]
+    assert env_capabilities(pong) == []  # Breakout's RAM addresses must never be written into Pong
+    with pytest.raises(wm_framework.WMUsageError, match="offers no goal_success"):
+        wenv.success_fn(pong, "breakout")
+    breakout.close()
+    pong.close()
 
 
 def test_recolour_changes_ball_and_paddle_only():
@@ -71,7 +84,7 @@ def test_recolour_changes_ball_and_paddle_only():
 
     env = wm_framework.make_env("breakout")
     obs, _ = _serve(env)
-    out = wenv.recolour_red_objects(obs)
+    out = env.perturb_visual(obs)
     changed = np.any(out != obs, axis=-1)
     ys, _ = np.nonzero(changed)
     assert changed.sum() > 8  # ball (8 px) + paddle
@@ -153,11 +166,12 @@ def test_arx5_reset_teleport_success_and_end_effector_feature(tmp_path):
     obs, info, exact = wenv.reset_to_row(env, store, 0, 12)
     assert exact  # qpos + qvel restored from the recording
     ee = np.array([info["labels"][k] for k in ("ee_x", "ee_y", "ee_z")])
-    feature = wenv.arx5_end_effector_feature()
+    feature, names = wenv.goal_feature(env, "arx5")
+    assert names == ("ee_x", "ee_y", "ee_z")
     np.testing.assert_allclose(feature(torch.as_tensor(obs[None]))[0].numpy(), ee, atol=1e-6)
     success, distance = wenv.success_fn(env, "arx5"), wenv.distance_fn(env)
     assert success(info["labels"], info["labels"]) and distance(info["labels"], info["labels"]) == 0.0
-    wenv.arx5_teleport_arm(env, np.random.default_rng(0))
+    env.perturb_physical(np.random.default_rng(0))
     moved = env.unwrapped.labels()
     assert not success(moved, info["labels"])  # a 0.4 rad jump moves the end effector by more than 2 cm
     assert distance(moved, info["labels"]) > 0.02

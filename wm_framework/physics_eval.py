@@ -4,7 +4,8 @@
 ``s_t = mean_d (z_hat_t - z_t)^2`` where ``z_hat_t`` is predicted from the frames before
 t (teacher-forced, the model's own history window). Each task replays one held-out
 episode three times from the same recorded state with the same recorded actions:
-unperturbed; with a *physical* perturbation between frames p-1 and p (Breakout: the
+unperturbed; with a *physical* perturbation between frames p-1 and p (the env's
+``perturb_physical`` capability; Breakout: the
 ball teleported by writing emulator RAM; ARX5: the joints jumped via ``data.qpos``); and
 with a *visual* one from frame p on (the ball and paddle recoloured in the pixels). A
 model that understands the physics should be surprised by the teleport, much less by
@@ -139,15 +140,18 @@ def play_recorded(env, store, episode: int, start_row: int, length: int, framesk
 def perturbation_trials(env, name: str, store, episodes, cfg: SurpriseConfig, frameskip: int,
                         rng: np.random.Generator, max_tries: int = 40) -> dict:
     """Matched trajectories: ``{"clean": [...], "physical": [...], "visual": [...]}`` of (frames, blocks)."""
-    from wm_framework.planning.envs import PHYSICAL_PERTURBATIONS, VISUAL_PERTURBATIONS
+    from wm_framework.contracts import env_capabilities
+    from wm_framework.planning.envs import perturbation_fn
 
     p = cfg.perturb_at or cfg.length // 2
     if not 1 <= p < cfg.length:
         raise WMUsageError(f"surprise.perturb_at must be in [1, {cfg.length - 1}], got {p}")
-    kinds = [k for k in cfg.kinds if (PHYSICAL_PERTURBATIONS if k == "physical" else VISUAL_PERTURBATIONS).get(name)]
+    perturb = {k: perturbation_fn(env, k) for k in cfg.kinds}
+    kinds = [k for k in cfg.kinds if perturb[k] is not None]
     if not kinds:
-        raise WMUsageError(f"env '{name}' has no {' or '.join(cfg.kinds)} perturbation; physical: "
-                           f"{', '.join(PHYSICAL_PERTURBATIONS)}; visual: {', '.join(VISUAL_PERTURBATIONS)}")
+        raise WMUsageError(f"env '{name}' offers no {' or '.join(f'perturb_{k}' for k in cfg.kinds)}(...), which "
+                           f"`wm surprise` needs (it offers: {', '.join(env_capabilities(env)) or 'none'}; "
+                           f"docs/plugins.md, env capabilities)")
     if "visual" in kinds and len(store.obs_shape) != 3:
         kinds.remove("visual")  # state observations have no colours
     span = (cfg.length - 1) * frameskip
@@ -167,13 +171,13 @@ def perturbation_trials(env, name: str, store, episodes, cfg: SurpriseConfig, fr
         if "physical" in kinds:
             phys_rng = np.random.default_rng(rng.integers(2**31))
             phys = play_recorded(env, store, e, t0, cfg.length, frameskip,
-                                 lambda env_: PHYSICAL_PERTURBATIONS[name](env_, phys_rng), p)
+                                 lambda env_: perturb["physical"](phys_rng), p)
             if phys is None:
                 continue
             got["physical"] = phys
         if "visual" in kinds:
             frames = clean[0].copy()
-            frames[p:] = np.stack([VISUAL_PERTURBATIONS[name](f) for f in frames[p:]])
+            frames[p:] = np.stack([perturb["visual"](f) for f in frames[p:]])
             got["visual"] = (frames, clean[1], {"perturbation": "recolour", "replay_exact": clean[2]["replay_exact"]})
         for k, v in got.items():
             trials[k].append(dict(zip(("frames", "blocks", "info"), v), episode=e, start_row=t0))

@@ -7,7 +7,7 @@ Recipe table (validated by :class:`PlanConfig`)::
     k = 25                    # raw env steps from start to goal (default: horizon * frameskip)
     budget = 50               # raw env steps allowed (default: 2 * k)
     planner = { type = "cem_discrete", samples = 300, iterations = 30 }   # default by action kind
-    cost = "latent"           # latent | state | target (end effector for arx5)
+    cost = "latent"           # latent | state | target (the env's goal_feature, e.g. an end effector)
 
 Writes ``plan.json`` into the run directory, ``results.json["plan"]`` and the report's
 "plan" section: success rate against the random-action baseline and planning time per
@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wm_framework.errors import WMUsageError
 
 
 class PlanConfig(BaseModel):
@@ -109,11 +108,8 @@ def run_plan(ctx, cfg: PlanConfig) -> dict:
     if cfg.cost == "state":
         cost = StateCost()
     elif cfg.cost == "target":
-        if name not in wenv.TARGET_FEATURES:
-            raise WMUsageError(f"plan.cost 'target': no target feature for env '{name}'; "
-                               f"have: {', '.join(wenv.TARGET_FEATURES)}")
-        feature_factory, target_labels = wenv.TARGET_FEATURES[name]
-        cost = TargetCost(feature_factory())
+        feature, target_labels = wenv.goal_feature(env, name)
+        cost = TargetCost(feature)
 
     per_episode, random_eps, exact = [], [], []
     for i, task in enumerate(tasks):

@@ -3,7 +3,8 @@
 ``AtariEnv`` wraps ``ALE/<Game>-v5`` and adds what the framework needs on top:
 observations resized / converted to grayscale without torchvision (PIL), a step
 limit, and ``info["labels"]`` (see ``breakout_labels.py``) on every reset and step.
-Other games go through the same code path; they simply have no labels.
+Other games go through the same code path; they simply have no labels. Breakout also
+offers planning and surprise their goal test and perturbations (``breakout_tasks.py``).
 
 It steps the unwrapped ALE env directly: gymnasium's wrapper stack (order
 enforcing, passive checker, time limit) costs a noticeable share of a step that
@@ -21,6 +22,7 @@ from gymnasium import spaces
 
 from wm_framework.errors import WMUsageError
 from wm_plugins.atari.breakout_labels import NATIVE_H, NATIVE_W, BreakoutLabeler
+from wm_plugins.atari.breakout_tasks import BreakoutTasks
 
 
 def ale_env_id(game: str) -> str:
@@ -135,8 +137,15 @@ class AtariEnv(gymnasium.Env):
         self.observation_space = spaces.Box(0, 255, shape=(h, w, channels), dtype=np.uint8)
         self.action_space = self._ale_env.action_space
 
-        self._labeler = BreakoutLabeler(h, w) if game.lower() == "breakout" else None
+        breakout = game.lower() == "breakout"
+        self._labeler = BreakoutLabeler(h, w) if breakout else None
         self.label_names: list[str] = list(self._labeler.label_names) if self._labeler else []
+        # Env capabilities (wm_framework.contracts): Breakout's goal test and perturbations;
+        # None for other games, whose RAM and colours mean something else.
+        tasks = BreakoutTasks(self) if breakout else None
+        self.goal_success = tasks.goal_success if tasks else None
+        self.perturb_physical = tasks.perturb_physical if tasks else None
+        self.perturb_visual = tasks.perturb_visual if tasks else None
         self._steps = 0
         self._score = 0.0
 

@@ -103,6 +103,28 @@ class BouncingBallEnv(gym.Env):
     def render(self):
         return self._render() if self.render_mode == "rgb_array" else None
 
+    # -- what planning and surprise ask of an env (wm_framework.contracts) -----------------
+    def goal_success(self, labels_now: dict, labels_goal: dict) -> bool:
+        """Reached: the paddle within one paddle move of the goal's."""
+        return abs(labels_now["paddle_x"] - labels_goal["paddle_x"]) <= self.paddle_speed
+
+    def perturb_physical(self, rng: np.random.Generator) -> dict:
+        """Move the ball to the opposite side of the box (velocity kept)."""
+        before = self.pos.copy()
+        lo, hi = self.radius + 1, self.size - self.radius - 3
+        self.pos = np.clip(lo + hi - before, lo, hi)
+        if np.abs(self.pos - before).max() < self.size / 4:
+            self.pos = np.array([lo + (hi - lo) * rng.random(), lo + (hi - lo) * rng.random()])
+        return {"pos_before": before.tolist(), "pos_after": self.pos.tolist()}
+
+    @staticmethod
+    def perturb_visual(obs: np.ndarray) -> np.ndarray:
+        """Paint the white ball green."""
+        out = np.array(obs, copy=True)
+        white = np.all(out >= 200, axis=-1)
+        out[white] = (40, 220, 40)
+        return out
+
 
 class LinearStateEnv(gym.Env):
     """A stable linear dynamical system ``x' = A x + B u`` observed directly.
@@ -166,6 +188,13 @@ class LinearStateEnv(gym.Env):
     def goal_success(self, labels_now: dict, labels_goal: dict, tolerance: float = 0.1) -> bool:
         """Reached: within ``tolerance`` per dimension, on average (tolerance * sqrt(dim) in distance)."""
         return self.goal_distance(labels_now, labels_goal) <= tolerance * np.sqrt(self.dim)
+
+    def perturb_physical(self, rng: np.random.Generator, size: float = 2.0) -> dict:
+        """Add a jump of norm ``size`` to the state."""
+        before = self.x.copy()
+        d = rng.normal(size=before.shape)
+        self.x = before + size * d / np.linalg.norm(d)
+        return {"x_before": before.tolist(), "x_after": self.x.tolist()}
 
     def _info(self) -> dict:
         return {"labels": {n: float(v) for n, v in zip(self.label_names, self.x)}}

@@ -97,6 +97,7 @@ class Arx5Env(gym.Env):
         if self.render_size is None:
             self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2 * self.model.nq,), dtype=np.float32)
         else:
+            self.reset_to_recorded = None  # a recorded frame does not give the joints: replay instead
             h, w = self.render_size
             self.observation_space = gym.spaces.Box(0, 255, (h, w, 3), dtype=np.uint8)
         self._ee_site = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, "ee")
@@ -126,6 +127,51 @@ class Arx5Env(gym.Env):
     def goal_success(self, labels_now: dict, labels_goal: dict) -> bool:
         """Reached: the end effector within GOAL_TOLERANCE_M of the goal's."""
         return self.goal_distance(labels_now, labels_goal) <= GOAL_TOLERANCE_M
+
+    # -- what planning, surprise and planning costs ask of an env (wm_framework.contracts) --
+    def reset_to_recorded(self, seed: int, recorded_obs) -> tuple[np.ndarray, dict]:
+        """Set the arm to a recorded 14-D state directly (joints via reset, velocities written)."""
+        state = np.asarray(recorded_obs, np.float64)
+        obs, info = self.reset(seed=seed, options={"qpos": state[: self.model.nq]})
+        if state.shape[0] >= 2 * self.model.nq:
+            self.data.qvel[:] = state[self.model.nq: 2 * self.model.nq]
+            mujoco.mj_forward(self.model, self.data)
+            obs, info = self._obs(), {"labels": self.labels()}
+        return obs, info
+
+    def perturb_physical(self, rng: np.random.Generator, radians: float = 0.4) -> dict:
+        """Jump joints 1-6 by +-``radians`` (inside their ranges) via ``data.qpos``; velocities kept."""
+        before = self.data.qpos.copy()
+        sign = np.where(rng.random(6) < 0.5, -1.0, 1.0)
+        q = before.copy()
+        lo, hi = self.model.jnt_range[:6, 0], self.model.jnt_range[:6, 1]
+        q[:6] = before[:6] + sign * radians
+        flip = (q[:6] < lo) | (q[:6] > hi)  # jump the other way where one way leaves the range
+        q[:6][flip] = before[:6][flip] - sign[flip] * radians
+        self.data.qpos[:6] = np.clip(q[:6], lo, hi)
+        mujoco.mj_forward(self.model, self.data)
+        return {"qpos_before": before.tolist(), "qpos_after": self.data.qpos.copy().tolist()}
+
+    def goal_feature(self):
+        """Forward kinematics for the ``target`` planning cost: raw states ``[N, 14]`` -> end
+        effector ``[N, 3]``, aimed at the goal's ``ee_x, ee_y, ee_z`` labels. MuJoCo computes it
+        per candidate on a private copy of the model (``mj_kinematics`` takes microseconds)."""
+        import torch
+
+        model = load_model()
+        data = mujoco.MjData(model)
+        site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "ee")
+
+        def feature(states: "torch.Tensor") -> "torch.Tensor":
+            q = states[:, : model.nq].detach().double().cpu().numpy()
+            out = np.empty((len(q), 3))
+            for i, qi in enumerate(q):
+                data.qpos[:] = qi
+                mujoco.mj_kinematics(model, data)
+                out[i] = data.site_xpos[site]
+            return torch.as_tensor(out, dtype=states.dtype, device=states.device)
+
+        return feature, ("ee_x", "ee_y", "ee_z")
 
     def _obs(self):
         return self.state() if self.render_size is None else self._pixels(*self.render_size)

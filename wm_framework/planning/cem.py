@@ -91,7 +91,7 @@ class TargetCost:
     """Squared L2 between ``feature(raw_state [N, D]) -> [N, k]`` and ``goal.target`` ``[k]``.
 
     For the ARX5 arm, ``feature`` is forward kinematics to the end effector and the
-    target a goal end-effector position (see planning.envs.arx5_end_effector).
+    target a goal end-effector position (the env's ``goal_feature`` capability, wm_framework.contracts).
     """
 
     feature: Callable[[torch.Tensor], torch.Tensor]
