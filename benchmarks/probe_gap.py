@@ -27,7 +27,7 @@ TOLERANCE = 0.05
 def measure(store, window: int = 4, frameskip: int = 5, max_gap: int = 5, policies=None) -> dict:
     """{gap: {task: (R^2, n)}} of the static baseline over the store's episodes (of ``policies``)."""
     from wm_framework.data.sampler import WindowSampler
-    from wm_framework.probe import breakout_default_tasks
+    from wm_framework.probe import task_preset
     from wm_framework.probe_features import extract_features
     from wm_framework.probe_report import static_baseline
 
@@ -36,7 +36,7 @@ def measure(store, window: int = 4, frameskip: int = 5, max_gap: int = 5, polici
         episodes = episodes[np.isin(store.episode_policy, policies)]
     sampler = WindowSampler(store, episodes, window, frameskip, mode="ram")
     fs = extract_features(None, sampler, set(), frame=window - 2, window=window, batch_size=4096, max_offset=max_gap)
-    tasks = [t for t in breakout_default_tasks() if t.name in PUBLISHED]
+    tasks = [t for t in task_preset("breakout")[0] if t.name in PUBLISHED]
     out = {}
     for gap in range(1, max_gap + 1):
         res = static_baseline({"test": fs}, tasks, gap=gap, n_boot=0)

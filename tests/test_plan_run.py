@@ -59,6 +59,9 @@ def test_wm_plan_beats_random_actions_and_records_results(run_dir):
     errors = [e["final_error"] for e in per_task["episodes"]]
     assert summary["mean_final_error"] == pytest.approx(sum(errors) / 4)
     assert summary["mean_final_error"] < summary["random_mean_final_error"]
+    starts = [e["start_error"] for e in per_task["episodes"]]  # never moving would keep this distance
+    assert summary["mean_start_error"] == pytest.approx(sum(starts) / 4) and min(starts) > 0
+    assert "never moving would keep it" in report
     assert "mean final distance to the goal" in report
 
 

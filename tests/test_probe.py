@@ -14,8 +14,8 @@ from torch import nn
 
 from wm_framework.errors import WMUsageError
 from wm_framework.model import ActionSpec, WorldModel
-from wm_framework.probe import (ProbeConfig, ProbeTask, breakout_default_tasks, make_linear_probe, make_mlp_probe,
-                                make_ridge_probe, r2_score)
+from wm_framework.probe import (ProbeConfig, ProbeTask, make_linear_probe, make_mlp_probe, make_ridge_probe, r2_score,
+                                task_preset)
 from wm_framework.probe_features import extract_features, resolve_frame, task_rows
 from wm_framework.probe_report import probe_study, report_markdown, run_probe_stage, static_baseline
 
@@ -159,7 +159,11 @@ def test_probe_config_validation_and_offsets_in_env_steps():
     tasks = ProbeConfig(tasks="breakout").resolved_tasks(["ball_x", "ball_y", "ball_vx", "ball_vy", "paddle_x"], 5)
     # The six published tasks, then the model-gap variants of the two with a nonzero offset.
     assert [(t.name, t.offset) for t in tasks][-2:] == [("ball_pos_pred@5", 5), ("ball_vel_pred@5", 5)]
-    assert ProbeConfig(tasks="breakout", model_gap=False).resolved_tasks(None, 5) == breakout_default_tasks()
+    assert ProbeConfig(tasks="breakout", model_gap=False).resolved_tasks(None, 5) == task_preset("breakout")[0]
+    assert ProbeConfig(tasks="breakout").resolved_reference().static["ball_pos"] == 0.955  # the preset's figures
+    assert ProbeConfig(tasks=[{"name": "ball_pos", "targets": ["ball_x"]}]).resolved_reference() is None
+    with pytest.raises(ValueError, match="unknown probe preset 'breakuot'; registered: breakout"):
+        ProbeConfig(tasks="breakuot")
     with pytest.raises(WMUsageError, match="ball_vx"):
         ProbeConfig(tasks="breakout").resolved_tasks(["ball_x", "ball_y", "paddle_x"])
     auto = ProbeConfig().resolved_tasks(["x"], frameskip=3)
@@ -348,7 +352,13 @@ def test_run_probe_stage_writes_outputs(tmp_path):
     static = summary["baselines"]["static"]["ball_pos"]
     assert static["gap"] == 1 and static["n"] == 128 and len(static["ci95"]) == 2  # n and spread for every number
     md = ctx.sections["probe"]
-    assert "ep100: +0.301" in md  # published linear number next to the matching task name
+    assert "published" not in md  # custom tasks: no published column unless a reference is given
+    cfg_ref = cfg.model_copy(update={"reference": ProbeConfig(reference={
+        "label": "their paper", "offsets": {"ball_pos": 0}, "r2": {"linear": {"ball_pos": {"100": 0.301}}}}).reference})
+    run_probe_stage(ctx, cfg_ref, checkpoints=["epoch_2"])
+    md = ctx.sections["probe"]
+    assert "| their paper |" in md  # the column is headed with the reference's label
+    assert "ep100: +0.301" in md  # the given figure next to the matching task (same offset)
     assert (tmp_path / "plots" / "probe_r2.png").stat().st_size > 1000
     with pytest.raises(WMUsageError, match="epoch_7"):
         run_probe_stage(ctx, cfg, checkpoints=["epoch_7"])

@@ -140,7 +140,7 @@ def test_static_baseline_uses_the_published_one_step_gap_on_real_breakout(breako
     lo, hi = static["ball_pos"]["test"]["ci95"]
     assert lo <= static["ball_pos"]["test"]["r2"] <= hi
     md = (ctx.path / "report.md").read_text()
-    assert "Offsets are **env steps**" in md and "published static (gap 1)" in md
+    assert "Offsets are **env steps**" in md and "published (LeWM) static (gap 1)" in md
     assert f"static, model gap ({FRAMESKIP} steps)" in md
     assert "| ball_pos | " in md and "+0.955 |" in md  # comparable: printed plainly
     # The evaluation split is named, and the replayed windows are counted and reported.

@@ -15,7 +15,8 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 #: Component kinds a plugin can register, in the order `wm components list` shows them.
-KINDS = ("envs", "policies", "encoders", "predictors", "losses", "probes", "planners", "launchers", "stages")
+KINDS = ("envs", "policies", "encoders", "predictors", "losses", "probes", "probe_presets", "planners", "launchers",
+         "stages")
 
 
 @hookspec
@@ -46,6 +47,12 @@ def register_losses(register):
 @hookspec
 def register_probes(register):
     """Register probes: factory(**params) -> object with fit(...) returning metrics."""
+
+
+@hookspec
+def register_probe_presets(register):
+    """Register probing-task presets (`[probe] tasks = "<name>"`): factory() -> {"tasks": [task tables],
+    "reference": optional published figures (wm_framework.probe_config.ProbeReference fields)}."""
 
 
 @hookspec

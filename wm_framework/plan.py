@@ -88,6 +88,7 @@ def run_plan(ctx, cfg: PlanConfig) -> dict:
         labels = res.pop("final_labels", None)
         if distance is not None and labels:
             res["final_error"] = float(distance(labels, task.goal_labels))
+            res["start_error"] = float(distance(task.start_labels, task.goal_labels))
         return res
     spec = model.action_spec
     planner = build_planner(cfg, spec.kind)
@@ -146,6 +147,8 @@ def plan_markdown(s: dict) -> str:
         ("success rate (random actions)", fmt(s.get("random_success_rate"))),
         *([("mean final distance to the goal, planner / random actions",
              f"{fmt(s['mean_final_error'])} / {fmt(s.get('random_mean_final_error'))}")] if "mean_final_error" in s else []),
+        *([("mean distance to the goal at the start (never moving would keep it)", fmt(s["mean_start_error"]))]
+          if "mean_start_error" in s else []),
         ("tasks", s["episodes"]),
         ("goal distance k / budget (raw steps)", f"{s['k']} / {s['budget']}"),
         ("planner", f"{s['planner']}: {s['samples']} samples x {s['iterations']} iterations, horizon {s['horizon']}, cost {s['cost']}"),

@@ -30,8 +30,8 @@ import numpy as np
 from wm_framework.errors import WMUsageError
 
 # Re-exported: the config and the task presets used to live in this module.
-from wm_framework.probe_config import (BASELINES, FEATURE_KINDS, TASK_PRESETS, ProbeConfig, ProbeTask,  # noqa: F401
-                                       breakout_default_tasks, default_tasks_for_labels, model_gap_variants)
+from wm_framework.probe_config import (BASELINES, FEATURE_KINDS, ProbeConfig, ProbeTask,  # noqa: F401
+                                       default_tasks_for_labels, model_gap_variants, task_preset)
 
 
 # ----------------------------------------------------------------------------- metric

@@ -52,29 +52,35 @@ class ProbeTask(BaseModel):
         # `shift` counted window frames, which silently meant 5 env steps under frameskip 5.
         if isinstance(data, dict) and "shift" in data:
             raise ValueError("`shift` (window frames) is now `offset` (env steps): with data.frameskip = F, "
-                             "shift = 1 is offset = F; the published Breakout protocol's t+1 is offset = 1")
+                             "shift = 1 is offset = F; a published protocol's t+1 is usually offset = 1")
         return data
 
 
-def breakout_default_tasks() -> list[ProbeTask]:
-    """The six Breakout tasks of the LeWM study (REFERENCE §2), with the published offsets.
+class ProbeReference(BaseModel):
+    """Published figures printed next to ours, only where the protocol matches (``[probe.reference]``,
+    or the reference a task preset carries). Recipe data, like ``[eval.reference]``."""
 
-    "t+1" in the published tasks is the next recorded env step (offset 1): that gap, and
-    no other, reproduces the published static baselines. ``paddle_pos_act`` is CLS +
-    action at t -> paddle x at t (offset 0), as published.
-    """
-    pos, vel = ["ball_x", "ball_y"], ["ball_vx", "ball_vy"]
-    return [
-        ProbeTask(name="ball_pos", features="encoder", targets=pos, offset=0),
-        ProbeTask(name="ball_vel", features="encoder", targets=vel, offset=0),
-        ProbeTask(name="ball_pos_pred", features="predictor", targets=pos, offset=1),
-        ProbeTask(name="ball_vel_pred", features="predictor", targets=vel, offset=1),
-        ProbeTask(name="paddle_pos", features="encoder", targets=["paddle_x"], offset=0),
-        ProbeTask(name="paddle_pos_act", features="encoder+action", targets=["paddle_x"], offset=0),
-    ]
+    model_config = ConfigDict(extra="forbid")
+    label: str = Field(default="published", description="Where the figures come from (a column header).")
+    offsets: dict[str, int] = Field(
+        default_factory=dict, description="Env-step offset of each published task: a figure is shown as comparable "
+        "only beside a task probed at this offset.")
+    static_gap: int = Field(default=1, ge=1, description="Env steps of the published static baseline's t -> t+gap copy.")
+    r2: dict[str, dict[str, dict[int, float] | str]] = Field(
+        default_factory=dict, description="Test R^2 by probe type, then task: {epoch: value} (a curve) or a "
+        "sentence (e.g. '< 0').")
+    static: dict[str, float] = Field(default_factory=dict, description="Published static-baseline R^2 by task.")
+    random_init: dict[str, float] = Field(default_factory=dict, description="Published random-encoder R^2 by task.")
 
 
-TASK_PRESETS = {"breakout": breakout_default_tasks}
+def task_preset(name: str) -> tuple[list[ProbeTask], ProbeReference | None]:
+    """A registered probing-task preset (``register_probe_presets``): its tasks and published figures."""
+    from wm_framework.registry import get_registry
+
+    preset = get_registry().create("probe_presets", name)
+    tasks = [ProbeTask(**t) for t in preset["tasks"]]
+    ref = preset.get("reference")
+    return tasks, (None if ref is None else ProbeReference(**ref))
 
 
 def default_tasks_for_labels(label_names: Sequence[str], frameskip: int = 1) -> list[ProbeTask]:
@@ -107,10 +113,13 @@ class ProbeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tasks: list[ProbeTask] | Literal["breakout"] | None = Field(
+    tasks: list[ProbeTask] | str | None = Field(
         default=None,
-        description="Tasks as a list of {name, features, targets, offset}; 'breakout' for the six reference tasks; "
-        "omitted: every store label from the encoder (offset 0) and the predictor (offset data.frameskip).")
+        description="Tasks as a list of {name, features, targets, offset}; or the name of a registered preset "
+        "(`wm components list --kind probe_presets`; plugins register them); omitted: every store label from the "
+        "encoder (offset 0) and the predictor (offset data.frameskip).")
+    reference: ProbeReference | None = Field(
+        default=None, description="Published figures to print beside ours; default: those of the task preset, if any.")
     probes: list[str] = Field(default_factory=lambda: ["mlp", "linear"], description="Registered probe names to fit on every task.")
     probe_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Extra factory parameters per probe name, e.g. {mlp = {max_epochs = 50}}.")
@@ -123,7 +132,7 @@ class ProbeConfig(BaseModel):
     protocol_gap: int = Field(
         default=1, ge=1,
         description="Env steps of the published protocol's 't+1': the static baseline of offset-0 tasks copies the "
-        "label at t as the label at t + protocol_gap. 1 reproduces the published Breakout static baselines.")
+        "label at t as the label at t + protocol_gap. 1 reproduces the published static baselines (docs/probes.md).")
     model_gap: bool = Field(
         default=True,
         description="Also report tasks with a nonzero offset, and the static baseline, at the world model's own gap "
@@ -149,6 +158,17 @@ class ProbeConfig(BaseModel):
         "rows); 0 turns intervals off.")
     seed: int = Field(default=0, description="Seed of every probe (initialisation and minibatch order) and of the bootstrap.")
 
+    @field_validator("tasks")
+    @classmethod
+    def _preset_is_registered(cls, v):
+        if isinstance(v, str):
+            from wm_framework.registry import get_registry
+
+            known = get_registry().names("probe_presets")
+            if v not in known:
+                raise ValueError(f"unknown probe preset '{v}'; registered: {', '.join(known) or '(none)'}")
+        return v
+
     @field_validator("probes")
     @classmethod
     def _probes_not_empty(cls, v: list[str]) -> list[str]:
@@ -164,7 +184,7 @@ class ProbeConfig(BaseModel):
                 raise WMUsageError("probe.tasks: not set and the store's labels are unknown")
             tasks = default_tasks_for_labels(label_names, frameskip)
         elif isinstance(self.tasks, str):
-            tasks = TASK_PRESETS[self.tasks]()
+            tasks = task_preset(self.tasks)[0]
         else:
             tasks = list(self.tasks)
         if not tasks:
@@ -182,3 +202,9 @@ class ProbeConfig(BaseModel):
         if self.model_gap:
             tasks += model_gap_variants(tasks, frameskip)
         return tasks
+
+    def resolved_reference(self) -> ProbeReference | None:
+        """``reference`` if given, else the task preset's published figures, else None."""
+        if self.reference is not None:
+            return self.reference
+        return task_preset(self.tasks)[1] if isinstance(self.tasks, str) else None

@@ -29,7 +29,7 @@ from wm_framework.probe import ProbeConfig, ProbeTask, make_linear_probe, make_m
 from wm_framework.probe_features import FeatureSet, extract_features, persistence_rows, resolve_frame, task_rows
 from wm_framework.probe_stats import score
 # Re-exported: the tables and the plot used to live in this module.
-from wm_framework.probe_tables import PUBLISHED, plot_r2_vs_epoch, report_markdown, summarize  # noqa: F401
+from wm_framework.probe_tables import plot_r2_vs_epoch, report_markdown, summarize
 
 BUILTIN_PROBES = {"linear": make_linear_probe, "mlp": make_mlp_probe, "ridge": make_ridge_probe}
 EVAL_SPLITS = ("val", "test")
@@ -93,7 +93,7 @@ def probe_study(checkpoints: Sequence[dict], samplers: dict, tasks: Sequence[Pro
                 baselines: Sequence[str] = (), random_model: Callable | None = None, batch_size: int = 64,
                 max_rows: dict[str, int] | None = None, raw_size: tuple[int, int] = (32, 40), device=None,
                 protocol_gap: int = 1, model_gap: int | None = None, n_boot: int = 200, seed: int = 0,
-                log: Callable[[str], None] = lambda msg: None) -> dict:
+                reference: dict | None = None, log: Callable[[str], None] = lambda msg: None) -> dict:
     """Run the whole study on plain objects.
 
     Args:
@@ -109,6 +109,7 @@ def probe_study(checkpoints: Sequence[dict], samplers: dict, tasks: Sequence[Pro
         model_gap: the world model's own gap in env steps (data.frameskip): a second static
             column when it differs from the protocol gap; None: no second column.
         n_boot, seed: bootstrap resamples and seed of every R^2 interval.
+        reference: published figures (``ProbeReference`` as JSON) for the report, or None.
     """
     frame = resolve_frame(window, frame)
     kinds = {t.features for t in tasks}
@@ -120,7 +121,8 @@ def probe_study(checkpoints: Sequence[dict], samplers: dict, tasks: Sequence[Pro
     max_offset = max(reach, default=0)
     result: dict[str, Any] = {"window": window, "frame": frame, "tasks": [t.model_dump() for t in tasks],
                               "gaps": {"protocol": protocol_gap, "model": model_gap},
-                              "probes": list(probe_factories), "checkpoints": [], "baselines": {}, "notes": []}
+                              "probes": list(probe_factories), "checkpoints": [], "baselines": {}, "notes": [],
+                              "reference": reference}
 
     def features(model, kinds_, pooling=None, raw=False) -> dict[str, FeatureSet]:
         return {split: extract_features(model, s, kinds_, frame, window, batch_size=batch_size, max_rows=caps.get(split),
@@ -259,7 +261,8 @@ def run_probe_stage(ctx, cfg: ProbeConfig, checkpoints=None, test_store=None) ->
         random_model=lambda: ctx.build_model().to(ctx.device), batch_size=cfg.batch_size,
         max_rows={"train": cfg.max_train_rows, "val": cfg.max_eval_rows, "test": cfg.max_eval_rows},
         raw_size=tuple(cfg.raw_pixels_size), device=ctx.device, protocol_gap=cfg.protocol_gap,
-        model_gap=frameskip if cfg.model_gap else None, n_boot=cfg.bootstrap, seed=cfg.seed, log=print)
+        model_gap=frameskip if cfg.model_gap else None, n_boot=cfg.bootstrap, seed=cfg.seed,
+        reference=None if (ref := cfg.resolved_reference()) is None else ref.model_dump(mode="json"), log=print)
     result["test_set"] = test_note
     if cfg.overlap:
         overlap = train_test_overlap(samplers["train"], test, window, frameskip)

@@ -3,8 +3,8 @@
 Every figure says what it was measured on: the evaluation split by name (a test store,
 the holdout split, or the validation split when nothing else exists), each task's
 offset in env steps, n (rows and episodes) and a bootstrap 95% interval. Published
-numbers are only printed beside ours where the task's offset is the published one
-(the protocol's "t+1" is one env step, see probe_config.py).
+numbers (``result["reference"]``: the recipe's ``[probe.reference]`` or the task preset's)
+are only printed beside ours where the task's offset is the published one.
 """
 
 from __future__ import annotations
@@ -16,26 +16,12 @@ import numpy as np
 
 from wm_framework.probe_stats import MIN_EPISODES
 
-# Published test R^2 of the LeWM Breakout probing study (REFERENCE §2), by epoch.
-PUBLISHED = {
-    "mlp": {
-        "ball_pos": {1: 0.178, 10: 0.306, 25: 0.212, 50: 0.234, 100: 0.272},
-        "ball_vel": "< 0 (-0.22..-0.31)",
-        "ball_pos_pred": {1: 0.131, 10: 0.243, 25: 0.230, 50: 0.226, 100: 0.253},
-        "ball_vel_pred": "< 0",
-        "paddle_pos": {1: -0.253, 10: -0.548, 25: -0.370, 50: -0.562, 100: 0.319},
-        "paddle_pos_act": {100: 0.456},
-    },
-    "linear": {"ball_pos": {100: 0.301}, "ball_pos_pred": {100: 0.276}, "paddle_pos": {100: 0.478},
-               "paddle_pos_act": {100: 0.607}},
-    "static": {"ball_pos": 0.955, "ball_vel": 0.821, "paddle_pos": 0.778},
-    "random_init": {"ball_pos": -0.351},
-}
-# The env-step offset of each published task (the protocol's t+1 = the next env step);
-# the published static baselines copy t as t+1, i.e. a gap of 1.
-PUBLISHED_OFFSETS = {"ball_pos": 0, "ball_vel": 0, "ball_pos_pred": 1, "ball_vel_pred": 1, "paddle_pos": 0,
-                     "paddle_pos_act": 0}
-PUBLISHED_STATIC_GAP = 1
+def _reference(result: dict) -> dict:
+    """The published figures stored with the result (``ProbeReference`` as JSON), or an empty one."""
+    ref = result.get("reference") or {}
+    return {"label": ref.get("label", "published"), "offsets": ref.get("offsets", {}),
+            "static_gap": ref.get("static_gap", 1), "r2": ref.get("r2", {}), "static": ref.get("static", {}),
+            "random_init": ref.get("random_init", {})}
 
 
 def _entry(entry: dict | None, split: str = "test") -> dict | None:
@@ -97,15 +83,15 @@ def _n(score: dict | None) -> str:
     return f"{score['n']}" + (f" ({score['n_episodes']} ep.)" if "n_episodes" in score else "")
 
 
-def _published(probe: str, task: str, offset: int) -> str:
-    ref = PUBLISHED.get(probe, {}).get(task)
-    if ref is None:
+def _published(ref: dict, probe: str, task: str, offset: int) -> str:
+    fig = ref["r2"].get(probe, {}).get(task)
+    if fig is None:
         return ""
-    if PUBLISHED_OFFSETS.get(task) != offset:
-        return f"(published at offset {PUBLISHED_OFFSETS.get(task)}: not comparable)"
-    if isinstance(ref, str):
-        return ref
-    return " / ".join(f"ep{e}: {v:+.3f}" for e, v in ref.items())
+    if ref["offsets"].get(task) != offset:
+        return f"(published at offset {ref['offsets'].get(task)}: not comparable)"
+    if isinstance(fig, str):
+        return fig
+    return " / ".join(f"ep{e}: {v:+.3f}" for e, v in fig.items())
 
 
 def _header(result: dict) -> list[str]:
@@ -130,10 +116,12 @@ def report_markdown(result: dict, plot_name: str | None = None) -> str:
     tasks = list(offsets)
     ck_labels = [c["label"] for c in result["checkpoints"]]
     b = result["baselines"]
+    ref = _reference(result)
+    has_ref = result.get("reference") is not None
     lines = _header(result)
     for probe in result["probes"]:
         extra = [h for h, key in (("random init", "random_init"), ("patch mean", "patch_mean")) if key in b]
-        head = ["task", "offset", "n"] + ck_labels + extra + ["published (LeWM)"]
+        head = ["task", "offset", "n"] + ck_labels + extra + ([ref["label"]] if has_ref else [])
         lines += [f"### {probe} probe, R^2 on the evaluation split", "", "| " + " | ".join(head) + " |",
                   "|" + "---|" * len(head)]
         for task in tasks:
@@ -144,14 +132,16 @@ def report_markdown(result: dict, plot_name: str | None = None) -> str:
                 row.append(_cell(_entry(b["random_init"].get(task, {}).get(probe))))
             if "patch_mean" in b:
                 row.append(_cell(_entry(b["patch_mean"]["tasks"].get(task, {}).get(probe))))
-            row.append(_published(probe, task, offsets[task]))
+            if has_ref:
+                row.append(_published(ref, probe, task, offsets[task]))
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     if "static" in b or "raw_pixels" in b:
         model_gap = (result.get("gaps") or {}).get("model")
         second = "static_model_gap" in b
         head = ["task", "static: copy t as t+gap", "gap", "n"] + ([f"static, model gap ({model_gap} steps)"] if second else [])
-        head += ["raw pixels (ridge)", f"published static (gap {PUBLISHED_STATIC_GAP})"]
+        gap = ref["static_gap"]
+        head += ["raw pixels (ridge)"] + ([f"{ref['label']} static (gap {gap})"] if has_ref else [])
         lines += ["### Baselines without a model, R^2 on the evaluation split", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for task in tasks:
@@ -160,14 +150,15 @@ def report_markdown(result: dict, plot_name: str | None = None) -> str:
             if second:
                 row.append(_cell(b["static_model_gap"].get(task, {}).get("test")))
             row.append(_cell(_entry(b.get("raw_pixels", {}).get(task, {}).get("ridge"))))
-            pub = PUBLISHED["static"].get(task)
-            row.append("" if pub is None else f"{pub:+.3f}" if st.get("gap") == PUBLISHED_STATIC_GAP
-                       else f"{pub:+.3f} (at gap {PUBLISHED_STATIC_GAP}: not comparable)")
+            pub = ref["static"].get(task)
+            if has_ref:
+                row.append("" if pub is None else f"{pub:+.3f}" if st.get("gap") == gap
+                           else f"{pub:+.3f} (at gap {gap}: not comparable)")
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
-    if PUBLISHED["random_init"]:
-        lines.append("Published random-encoder baseline: " +
-                     ", ".join(f"{k} {v:+.3f}" for k, v in PUBLISHED["random_init"].items()) + ".")
+    if ref["random_init"]:
+        lines.append(f"Random-encoder baseline, {ref['label']}: " +
+                     ", ".join(f"{k} {v:+.3f}" for k, v in ref["random_init"].items()) + ".")
     for note in result.get("notes", []):
         lines.append(f"- {note}")
     if plot_name:
@@ -193,14 +184,16 @@ def plot_r2_vs_epoch(result: dict, path) -> Path | None:
     rows = (len(tasks) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     b = result["baselines"]
+    ref = _reference(result)
     for ax, task in zip(axes.flat, tasks):
         for probe in result["probes"]:
             ys = [_test_r2(c["tasks"].get(task, {}).get(probe)) for c in cks]
             ys = [np.nan if y is None else y for y in ys]
             ax.plot(xs, ys, marker="o", label=probe)
-            ref = PUBLISHED.get(probe, {}).get(task)
-            if isinstance(ref, dict) and PUBLISHED_OFFSETS.get(task) == offsets[task]:
-                ax.plot(list(ref), list(ref.values()), linestyle="none", marker="x", label=f"{probe} (published)")
+            fig_ = ref["r2"].get(probe, {}).get(task)
+            if isinstance(fig_, dict) and ref["offsets"].get(task) == offsets[task]:
+                ax.plot([float(e) for e in fig_], list(fig_.values()), linestyle="none", marker="x",
+                        label=f"{probe} ({ref['label']})")
         static = ((b.get("static", {}).get(task, {}).get("test")) or {}).get("r2")
         raw = _test_r2(b.get("raw_pixels", {}).get(task, {}).get("ridge"))
         for value, name in ((static, "static"), (raw, "raw pixels")):

@@ -20,12 +20,13 @@ from wm_framework.hookspecs import KINDS
 _ALIASES = {
     "env": "envs", "environment": "envs", "policy": "policies", "encoder": "encoders",
     "predictor": "predictors", "loss": "losses", "probe": "probes", "planner": "planners",
-    "launcher": "launchers", "stage": "stages",
+    "launcher": "launchers", "stage": "stages", "probe_preset": "probe_presets",
 }
 
 
 _SINGULAR = {"envs": "env", "policies": "policy", "encoders": "encoder", "predictors": "predictor",
-             "losses": "loss", "probes": "probe", "planners": "planner", "launchers": "launcher", "stages": "stage"}
+             "losses": "loss", "probes": "probe", "probe_presets": "probe preset", "planners": "planner",
+             "launchers": "launcher", "stages": "stage"}
 
 
 def singular(kind: str) -> str:

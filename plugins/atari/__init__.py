@@ -33,3 +33,10 @@ def register_policies(register):
     """The Breakout data policies: center, heuristic, passive, random_active, wall_hugger."""
     for name, (cls, description) in _POLICIES.items():
         register(name, lazy(f"wm_plugins.atari.policies:{cls}"), description=description)
+
+
+@hookimpl
+def register_probe_presets(register):
+    """The six probing tasks of the published LeWM Breakout study, with its figures."""
+    register("breakout", lazy("wm_plugins.atari.breakout_probe:breakout_preset"),
+             description="ball_pos, ball_vel, ball_pos_pred, ball_vel_pred, paddle_pos, paddle_pos_act + published R^2")

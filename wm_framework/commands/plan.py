@@ -53,6 +53,7 @@ def plan_row(summary: dict) -> dict:
     if "mean_final_error" in summary:  # reported for envs that measure a distance to the goal (goal_distance)
         row["mean final error"] = summary["mean_final_error"]
         row["random mean final error"] = summary.get("random_mean_final_error")
+        row["mean start error"] = summary.get("mean_start_error")
     row.update({"plan s (median)": seconds.get("median"), "plan s (p95)": seconds.get("p95"),
                 "tasks": summary.get("episodes")})
     return row

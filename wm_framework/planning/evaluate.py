@@ -165,4 +165,8 @@ def summarize(per_episode: list[dict], random_episodes: list[dict] | None) -> di
         if errors:
             out[f"{prefix}mean_final_error"] = float(np.mean(errors))
             out[f"{prefix}final_error_std"] = float(np.std(errors, ddof=1)) if len(errors) > 1 else None
+    # ... and the distance at the start: what never moving would score (if the env stays put).
+    starts = [e["start_error"] for e in per_episode if e.get("start_error") is not None]
+    if starts:
+        out["mean_start_error"] = float(np.mean(starts))
     return out
