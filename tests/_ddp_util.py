@@ -31,13 +31,15 @@ def global_batch() -> dict:
             "action": rng.normal(size=(GLOBAL_BATCH, 4, 1, 2)).astype(np.float32)}
 
 
-def step_grads(model, losses, batch) -> tuple[float, dict[str, list]]:
-    """One forward/backward exactly as the trainer does it; returns the loss and the gradients."""
+def step_grads(model, losses, batch, gather=None) -> tuple[float, dict[str, list]]:
+    """One forward/backward exactly as the trainer does it (``gather``: what it passes to the
+    losses as ``out["gather"]`` under DDP); returns the loss and the gradients."""
     from wm_framework.train.loop import compute_loss, to_device
 
     torch.manual_seed(SEED)  # the trainer seeds every rank identically (same SIGReg directions)
     b = to_device(batch, torch.device("cpu"))
     out = model(b)
+    out["gather"] = gather
     loss, _ = compute_loss(out, b, losses)
     loss.backward()
     return float(loss.detach()), {n: (p.grad if p.grad is not None else torch.zeros_like(p)).tolist()
@@ -61,11 +63,10 @@ def ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     try:
         info = distributed.current()
         model, losses = build()
-        assert distributed.install_gather([fn for _, fn in losses.values()]) == 1  # SIGReg only
         ddp = distributed.wrap_model(model, "cpu", info)
         shard = distributed.shard_slice(GLOBAL_BATCH, info)
         local = {k: v[shard] for k, v in global_batch().items()}
-        loss, grads = step_grads(ddp, losses, local)
+        loss, grads = step_grads(ddp, losses, local, gather=distributed.gather_with_grad)
         # The trainer logs the mean of the ranks' losses: the global MSE plus the (shared) global SIGReg.
         mean_loss = distributed.all_reduce_mean({"loss": loss})["loss"]
         grads = {n[len("module."):] if n.startswith("module.") else n: g for n, g in grads.items()}

@@ -128,6 +128,12 @@ def test_encoder_shapes_and_pooling(pooling):
 def test_cls_and_mean_pooling_differ():
     obs = torch.rand(2, 2, 3, 32, 32)
     assert not torch.allclose(small_encoder(pooling="cls").features(obs), small_encoder(pooling="mean").features(obs))
+    # Another pooling is asked for by argument (the probe's patch-mean baseline): the encoder is not changed.
+    cls_enc, mean_enc = small_encoder(pooling="cls"), small_encoder(pooling="mean")
+    torch.testing.assert_close(cls_enc.features(obs, pooling="mean"), mean_enc.features(obs))
+    assert cls_enc.pooling == "cls" and "mean" in cls_enc.poolings
+    with pytest.raises(ValueError, match="pooling"):
+        cls_enc.features(obs, pooling="max")
 
 
 def test_grayscale_input_equals_rgb_with_equal_channels():

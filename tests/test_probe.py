@@ -58,11 +58,14 @@ class CountingEncoder(nn.Module):
         self.out_dim = d
         self.calls = 0
         if with_pooling:
-            self.pooling = "cls"
+            self.poolings = ("cls", "mean")  # features(obs, pooling="mean") is offered
 
     def forward(self, obs):
         self.calls += 1
-        return torch.tanh(self.lin(obs)) if getattr(self, "pooling", "cls") == "cls" else self.lin(obs)
+        return torch.tanh(self.lin(obs))
+
+    def features(self, obs, pooling=None):  # not counted: `calls` counts the forward passes
+        return torch.tanh(self.lin(obs)) if pooling in (None, "cls") else self.lin(obs)
 
 
 class TinyPredictor(nn.Module):
@@ -259,6 +262,9 @@ def test_baselines_random_init_patch_mean_and_raw_pixels_on_pixels():
 
         def forward(self, obs):
             return super().forward(obs.flatten(2))
+
+        def features(self, obs, pooling=None):
+            return super().features(obs.flatten(2), pooling)
 
     def model():
         torch.manual_seed(0)

@@ -7,7 +7,9 @@ is the predictor's choice (optional hooks below), so the same composition serves
 JEPA (latent targets), a next-frame CNN (pixel targets) and a GPT state model (state
 or state-delta targets).
 
-Optional predictor hooks (duck-typed, all have defaults):
+Optional predictor hooks (duck-typed, all have defaults; only the methods of
+:class:`WorldModel` call them, so eval, planning and surprise share one open-loop step,
+:meth:`WorldModel.step`):
 
 - ``make_target(z, obs) -> Tensor[B, L-1, D_out]``: the training target aligned with
   ``pred``. Default: ``z[:, 1:]`` (the next latent, not detached: LeWM's choice).
@@ -101,6 +103,53 @@ class WorldModel(nn.Module):
         target = make_target(z, obs) if make_target is not None else z[:, 1:]
         return {"z": z, "pred": pred, "target": target, "obs": obs, "action": act}
 
+    # -- the one open-loop step (eval, planning and surprise all go through these) ---------
+    @property
+    def predicts_obs(self) -> bool:
+        """Whether predictions are observations (the predictor has ``next_obs``): rollouts then
+        decode each prediction, feed the frame back and re-encode it."""
+        return getattr(self.predictor, "next_obs", None) is not None
+
+    def frame_space(self, obs: torch.Tensor) -> torch.Tensor:
+        """Prepared obs in the space predicted frames come back in (the encoder's ``preprocess``,
+        e.g. gray 84x84, for observation-predicting models; unchanged otherwise)."""
+        preprocess = getattr(self.encoder, "preprocess", None)
+        return preprocess(obs) if self.predicts_obs and preprocess is not None else obs
+
+    def predict_next(self, z_hist: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The predictor's output for the step after the last latent of ``z_hist [B,T,D]``, given
+        the action block at each of those T frames ``[B,T,A]``; only the last ``history`` are used."""
+        keep = self.history or None
+        if keep is not None:
+            z_hist, actions = z_hist[:, -keep:], actions[:, -keep:]
+        return self.predictor(z_hist, actions)[:, -1]
+
+    def decode_obs(self, pred: torch.Tensor) -> torch.Tensor:
+        """An observation-predicting model's prediction as a frame ``[B, C, H, W]`` (``next_obs``)."""
+        return self.predictor.next_obs(pred)
+
+    def latent_after(self, pred: torch.Tensor, z_prev: torch.Tensor) -> torch.Tensor:
+        """A latent model's prediction as the next latent (``next_latent``; default the prediction)."""
+        next_latent = getattr(self.predictor, "next_latent", None)
+        return next_latent(pred, z_prev) if next_latent is not None else pred
+
+    def step(self, z_hist: torch.Tensor, actions: torch.Tensor, obs_hist: torch.Tensor | None = None):
+        """One open-loop step: ``(pred, z_next, frame)``.
+
+        ``z_hist [B,T,D]`` and ``actions [B,T,A]`` as in :meth:`predict_next`; for
+        observation-predicting models ``obs_hist [B,T,...]`` (in :meth:`frame_space`) too: the
+        predicted ``frame`` is appended to it and re-encoded into ``z_next``. Latent models
+        return ``frame = None``.
+        """
+        pred = self.predict_next(z_hist, actions)
+        if not self.predicts_obs:
+            return pred, self.latent_after(pred, z_hist[:, -1]), None
+        frame = self.decode_obs(pred)
+        window = torch.cat([obs_hist, frame.unsqueeze(1)], 1)
+        if self.history:
+            window = window[:, -self.history:]
+        return pred, self.encoder(window)[:, -1], frame
+
     @torch.no_grad()
     def rollout(self, obs_context: torch.Tensor, actions: torch.Tensor) -> dict:
         """Open-loop rollout: predictions are fed back, never the ground truth.
@@ -111,31 +160,14 @@ class WorldModel(nn.Module):
         """
         c0 = obs_context.shape[1]
         horizon = actions.shape[1] - (c0 - 1)
-        keep = self.history or None
-        next_obs = getattr(self.predictor, "next_obs", None)
-        next_latent = getattr(self.predictor, "next_latent", None)
-        preprocess = getattr(self.encoder, "preprocess", None)
-        if next_obs is not None and preprocess is not None:
-            # Predicted frames come back in the encoder's preprocessed space (e.g. gray 84x84);
-            # put the context there too so they can be concatenated and re-encoded.
-            obs_context = preprocess(obs_context)
-        z_hist = self.encoder(obs_context)
-        obs_hist = obs_context
+        obs_hist = self.frame_space(obs_context)
+        z_hist = self.encoder(obs_hist)
         out_z, out_obs = [], []
         for h in range(horizon):
-            t = c0 + h  # number of frames known so far
-            zin = z_hist if keep is None else z_hist[:, -keep:]
-            ain = actions[:, :t]
-            ain = ain if keep is None else ain[:, -keep:]
-            pred_t = self.predictor(zin, ain)[:, -1]
-            if next_obs is not None:
-                frame = next_obs(pred_t)
+            _, z_next, frame = self.step(z_hist, actions[:, : c0 + h], obs_hist)
+            if frame is not None:
                 out_obs.append(frame)
                 obs_hist = torch.cat([obs_hist, frame.unsqueeze(1)], 1)
-                window = obs_hist if keep is None else obs_hist[:, -max(keep, 1):]
-                z_next = self.encoder(window)[:, -1]
-            else:
-                z_next = next_latent(pred_t, z_hist[:, -1]) if next_latent is not None else pred_t
             out_z.append(z_next)
             z_hist = torch.cat([z_hist, z_next.unsqueeze(1)], 1)
         result = {"latents": torch.stack(out_z, 1)}

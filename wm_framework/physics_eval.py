@@ -90,20 +90,15 @@ def surprise_curves(model, frames, blocks, device="cpu"):
 
     obs = prepare_obs(torch.as_tensor(np.asarray(frames)).to(device))
     act = prepare_actions(torch.as_tensor(np.asarray(blocks)).to(device), model.action_spec)
-    keep = model.history or None
-    p = model.predictor
-    next_obs, next_latent = getattr(p, "next_obs", None), getattr(p, "next_latent", None)
     out = np.full(obs.shape[:2], np.nan)
     with torch.no_grad():
         z = model.encode(obs)
         for t in range(1, obs.shape[1]):
-            a = 0 if keep is None else max(0, t - keep)
-            pred = p(z[:, a:t], act[:, a:t])[:, -1]
-            if next_obs is not None:
-                err = (next_obs(pred) - obs[:, t]).pow(2).flatten(1).mean(1)
+            pred = model.predict_next(z[:, :t], act[:, :t])  # teacher-forced: the true past
+            if model.predicts_obs:
+                err = (model.decode_obs(pred) - obs[:, t]).pow(2).flatten(1).mean(1)
             else:
-                z_hat = next_latent(pred, z[:, t - 1]) if next_latent is not None else pred
-                err = (z_hat - z[:, t]).pow(2).flatten(1).mean(1)
+                err = (model.latent_after(pred, z[:, t - 1]) - z[:, t]).pow(2).flatten(1).mean(1)
             out[:, t] = err.float().cpu().numpy()
     return out
 

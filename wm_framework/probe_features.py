@@ -155,7 +155,8 @@ def extract_features(model, sampler, kinds, frame: int, window: int, *, batch_si
         kinds: subset of {"encoder", "predictor", "encoder+action"}.
         frame: probed frame index t.
         max_rows: stop after this many windows.
-        pooling: temporarily set ``model.encoder.pooling`` (the patch-mean baseline).
+        pooling: pooling asked of ``model.encoder.features(obs, pooling=...)`` (the patch-mean
+            baseline; the encoder lists what it accepts in ``poolings``).
         raw_size: (H, W) to also keep raw frames t-1 and t for the raw-pixel baseline.
         max_offset: labels are kept at env steps t .. t + max_offset.
     """
@@ -177,10 +178,6 @@ def extract_features(model, sampler, kinds, frame: int, window: int, *, batch_si
         was_training = model.training
         model.eval()
         device = device or next(iter(model.parameters()), torch.zeros(0)).device
-    old_pooling = None
-    if pooling is not None:
-        old_pooling = model.encoder.pooling
-        model.encoder.pooling = pooling
     rows = 0
     try:
         with torch.no_grad():
@@ -206,17 +203,21 @@ def extract_features(model, sampler, kinds, frame: int, window: int, *, batch_si
                     z = None
                     # The whole context goes in (not frame t alone) so encoders that look
                     # at several frames see what they saw in training.
-                    if need_pred or (need_enc and not hasattr(model.encoder, "features")):
+                    has_features = hasattr(model.encoder, "features")
+                    if need_pred or (need_enc and not has_features):
                         z = model.encoder(obs)
                     if need_enc:
-                        enc = model.encoder.features(obs) if hasattr(model.encoder, "features") else z
+                        if not has_features:
+                            enc = z
+                        elif pooling is not None:  # another pooling, asked for by argument (see poolings)
+                            enc = model.encoder.features(obs, pooling=pooling)
+                        else:
+                            enc = model.encoder.features(obs)
                         keep("feat/encoder", enc[:, frame])
                     if need_pred:
                         keep("feat/predictor", model.predictor(z, act)[:, frame])
                 rows += take
     finally:
-        if pooling is not None:
-            model.encoder.pooling = old_pooling
         if model is not None:
             model.train(was_training)
     if rows == 0:

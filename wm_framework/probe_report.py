@@ -12,7 +12,7 @@ it); then every probe is fitted on every task. Baselines go through the same cod
   (``protocol_gap`` env steps for offset-0 tasks) and, as a second column, the
   model's own gap (``data.frameskip`` env steps),
 - ``random_init``: the same architecture freshly initialised,
-- ``patch_mean``: the last checkpoint with ``encoder.pooling = "mean"`` (encoder tasks),
+- ``patch_mean``: the last checkpoint with ``encoder.features(obs, pooling="mean")`` (encoder tasks),
 - ``raw_pixels``: ridge regression on downsampled grey frames (raw states for state stores).
 
 Every R^2 carries n (rows and episodes) and a bootstrap 95% interval (``probe_stats``).
@@ -172,8 +172,9 @@ def probe_study(checkpoints: Sequence[dict], samplers: dict, tasks: Sequence[Pro
 
 def _patch_mean(result: dict, model, features, tasks, fit, label: str) -> None:
     enc_tasks = [t for t in tasks if t.features != "predictor"]
-    if not hasattr(model.encoder, "pooling"):
-        result["notes"].append("patch_mean: skipped (the encoder has no `pooling` attribute)")
+    if "mean" not in getattr(model.encoder, "poolings", ()):
+        result["notes"].append("patch_mean: skipped (the encoder offers no 'mean' in `poolings`: "
+                               "features(obs, pooling='mean'))")
         return
     if not enc_tasks:
         result["notes"].append("patch_mean: skipped (no encoder tasks)")

@@ -28,10 +28,11 @@ def latent_mse(out: dict, batch: dict | None = None) -> torch.Tensor:
 class SIGRegLoss:
     """``lam * SIGReg(out["z"])`` with ``z [B, T, D]``; each time step is scored separately.
 
-    ``gather``: optional ``callable(z [B, T, D]) -> [B_global, T, D]``. SIGReg is a
-    statistic of the batch, so under DDP it must see the global batch: the trainer sets
-    this to an all-gather that keeps gradients (e.g. ``wm_framework.train.distributed.gather_with_grad``
-    concatenated on dim 0). ``None`` (single process) uses the local batch.
+    SIGReg is a statistic of the batch, so under DDP it must see the global batch: the
+    trainer passes an all-gather that keeps gradients as ``out["gather"]``
+    (``callable(z [B, T, D]) -> [B_global, T, D]``, concatenated on dim 0) in training
+    steps. ``gather`` here is the same for Python users outside the trainer; with
+    neither (single process, validation) the local batch is used.
     """
 
     def __init__(self, num_directions: int = 1024, num_knots: int = 17, t_max: float = 3.0, lam: float = 0.09,
@@ -42,10 +43,12 @@ class SIGRegLoss:
         self.lam = lam
         self.gather = gather
 
-    def statistic(self, z: torch.Tensor) -> torch.Tensor:
-        """Un-weighted SIGReg of ``z [B, T, D]`` (mean over directions and time steps)."""
-        if self.gather is not None:
-            z = self.gather(z)
+    def statistic(self, z: torch.Tensor, gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Un-weighted SIGReg of ``z [B, T, D]`` (mean over directions and time steps), over the
+        batch ``gather`` (or the constructor's) returns: the global one under DDP."""
+        gather = gather or self.gather
+        if gather is not None:
+            z = gather(z)
         # cos/sin of bf16 projections are too coarse for a difference of near-equal numbers.
         with torch.autocast(device_type=z.device.type, enabled=False):
             z = z.float().transpose(0, 1)  # [T, B, D]: one batch per time step
@@ -54,7 +57,7 @@ class SIGRegLoss:
             return sigreg_statistic(z, directions, knots).mean()
 
     def __call__(self, out: dict, batch: dict | None = None) -> torch.Tensor:
-        return self.lam * self.statistic(out["z"])
+        return self.lam * self.statistic(out["z"], out.get("gather"))
 
     def __repr__(self) -> str:
         return (f"SIGRegLoss(num_directions={self.num_directions}, num_knots={self.num_knots}, "

@@ -153,6 +153,7 @@ class ViTEncoder(nn.Module):
         self.backbone = ViT(size, patch_size, width, depth, heads, mlp_dim, stem=stem)
         self.projector = Projector(width, projector_hidden) if projector else nn.Identity()
         self.pooling = pooling
+        self.poolings = POOLINGS  # what features(obs, pooling=...) accepts
         # "flatten": a linear map of the whole patch-token grid, so where a token sits
         # decides which weights it meets. CLS and mean pooling are nearly translation-
         # invariant (measured: ridge R^2 for Breakout's paddle x is 0.99 from the patch
@@ -185,13 +186,19 @@ class ViTEncoder(nn.Module):
             x = (x - self.mean) / self.std
         return x
 
-    def features(self, obs: torch.Tensor) -> torch.Tensor:
-        """Pre-projector embedding ``[B, T, width]``: CLS token or patch-token mean (for probes)."""
+    def features(self, obs: torch.Tensor, pooling: str | None = None) -> torch.Tensor:
+        """Pre-projector embedding ``[B, T, width]``: CLS token or patch-token mean (for probes).
+
+        ``pooling`` overrides the configured one for this call (the probe study's patch-mean
+        baseline asks for "mean"; :attr:`poolings` lists what may be asked)."""
+        pooling = pooling or self.pooling
+        if pooling not in self.poolings:
+            raise ValueError(f"pooling must be one of {self.poolings}, got {pooling!r}")
         b, t = obs.shape[:2]
         tokens = self.backbone(self._images(obs))
-        if self.pooling == "cls":
+        if pooling == "cls":
             pooled = tokens[:, 0]
-        elif self.pooling == "flatten" and self.flatten is not None:
+        elif pooling == "flatten" and self.flatten is not None:
             pooled = self.flatten(tokens[:, 1:].flatten(1))
         else:
             pooled = tokens[:, 1:].mean(dim=1)

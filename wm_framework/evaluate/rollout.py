@@ -182,8 +182,7 @@ def evaluate_rollouts(
     context = int(context or model.history or 1)
     need = context + max_h
     model = model.to(device).eval()
-    preprocess = getattr(model.encoder, "preprocess", None)
-    pixel_model = getattr(model.predictor, "next_obs", None) is not None
+    pixel_model = model.predicts_obs
     acc = _Accumulator(horizons, max_h)
     kept_true, kept_pred = [], []
     for batch in batches:
@@ -198,8 +197,7 @@ def evaluate_rollouts(
             obs, action = obs[:left], action[:left]
         obs = prepare_obs(obs[:, :need])
         act = prepare_actions(action[:, :need], model.action_spec)
-        if pixel_model and preprocess is not None:
-            obs = preprocess(obs)  # compare in the model's frame space; idempotent, so feedback fits
+        obs = model.frame_space(obs)  # compare in the model's frame space; idempotent, so feedback fits
         if pixel_model:
             _check_frame_shapes(model, obs)
         rollout = model.rollout(obs[:, :context], act[:, : context - 1 + max_h])
@@ -253,7 +251,7 @@ def _check_frame_shapes(model, obs: torch.Tensor) -> None:
     """Predicted frames must have the shape of the (preprocessed) true frames, or feedback breaks."""
     z = model.encode(obs[:1, :1])
     pred = model.predictor(z, torch.zeros(1, 1, model.action_spec.block_dim, device=obs.device))
-    frame = model.predictor.next_obs(pred[:, -1])
+    frame = model.decode_obs(pred[:, -1])
     if tuple(frame.shape[1:]) != tuple(obs.shape[2:]):
         raise WMUsageError(
             f"eval: the model predicts frames of shape {tuple(frame.shape[1:])} but sees frames of shape "

@@ -2,10 +2,9 @@
 
 A planning step scores N candidate sequences (300 in LeWM). They share the context,
 so the context is encoded once and its latents are *expanded* (no copy) to N rows;
-every predictor call then serves all N candidates at once. The step-by-step logic is
-exactly :meth:`wm_framework.model.WorldModel.rollout` (same history window, same
-``next_latent`` / ``next_obs`` hooks), which a test checks, so a plan scores what an
-open-loop evaluation would predict.
+every predictor call then serves all N candidates at once. Each step is
+:meth:`wm_framework.model.WorldModel.step`, the step of ``WorldModel.rollout`` too, so
+a plan scores what an open-loop evaluation would predict (a test checks it).
 """
 
 from __future__ import annotations
@@ -43,35 +42,24 @@ def rollout_candidates(model, context: PlanContext, future: torch.Tensor) -> dic
     """Roll out ``future [N, H, A]`` float action blocks from one context, batched.
 
     Returns ``latents [N, H, D]`` (the predicted latent after each block), ``preds``
-    (the predictor's raw outputs ``[N, H, ...]``, None for next-obs models) and
-    ``z_prev [N, H, D]`` (the latent each prediction started from; cost functions such
-    as the GPT model's ``absolute_next_state`` need it).
+    (the predictor's raw outputs ``[N, H, ...]``) and ``z_prev [N, H, D]`` (the latent
+    each prediction started from; cost functions that turn a prediction into a state,
+    such as a predictor's ``absolute_next_state``, need it). Each step is
+    :meth:`WorldModel.step`, the one eval and surprise use.
     """
     n, horizon = future.shape[:2]
-    predictor = model.predictor
-    if getattr(predictor, "next_obs", None) is not None:
-        # Pixel-predicting models decode and re-encode each frame: reuse the reference rollout.
-        obs = context.obs.expand(n, *context.obs.shape[1:])
-        acts = torch.cat([context.actions.expand(n, -1, -1), future], 1)
-        out = model.rollout(obs, acts)
-        z_all = torch.cat([context.z[:, -1:].expand(n, -1, -1), out["latents"]], 1)
-        return {"latents": out["latents"], "preds": None, "z_prev": z_all[:, :-1]}
-    keep = model.history or None
-    next_latent = getattr(predictor, "next_latent", None)
     c0 = context.z.shape[1]
     z_hist = context.z.expand(n, -1, -1)
+    obs_hist = model.frame_space(context.obs).expand(n, *context.obs.shape[1:]) if model.predicts_obs else None
     actions = torch.cat([context.actions.expand(n, -1, -1), future.to(context.z.dtype)], 1)
     latents, preds, prev = [], [], []
     for h in range(horizon):
-        t = c0 + h
-        zin = z_hist if keep is None else z_hist[:, -keep:]
-        ain = actions[:, :t] if keep is None else actions[:, :t][:, -keep:]
-        pred_t = predictor(zin, ain)[:, -1]
-        z_t = z_hist[:, -1]
-        z_next = next_latent(pred_t, z_t) if next_latent is not None else pred_t
+        pred_t, z_next, frame = model.step(z_hist, actions[:, : c0 + h], obs_hist)
+        if frame is not None:
+            obs_hist = torch.cat([obs_hist, frame.unsqueeze(1)], 1)
         latents.append(z_next)
         preds.append(pred_t)
-        prev.append(z_t)
+        prev.append(z_hist[:, -1])
         z_hist = torch.cat([z_hist, z_next.unsqueeze(1)], 1)
     return {"latents": torch.stack(latents, 1), "preds": torch.stack(preds, 1), "z_prev": torch.stack(prev, 1)}
 

@@ -10,8 +10,8 @@ The rules that make a DDP run equal a single-process run on the same global batc
 * every rank draws the *global* batch's indices from the generator seeded by
   (seed, step) and loads only its own contiguous slice (:func:`shard_slice`);
 * torch's RNG is seeded identically on every rank, so SIGReg's random directions agree;
-* losses that are statistics of the batch (an object with a ``gather`` attribute, e.g.
-  SIGReg) see the global batch through an all-gather that keeps gradients
+* losses that are statistics of the batch (e.g. SIGReg) see the global batch through
+  ``out["gather"]``, set by the trainer in training steps to an all-gather that keeps gradients
   (:func:`gather_with_grad`): every rank computes the same global value, the gather's
   backward sums the W identical contributions into each rank's slice, and DDP's
   gradient average divides by W again: the global gradient, exactly;
@@ -191,16 +191,6 @@ class _LazyGather:
 
 
 _GatherWithGrad = _LazyGather()
-
-
-def install_gather(loss_fns) -> int:
-    """Give every loss object with a ``gather`` attribute the global all-gather; returns how many."""
-    n = 0
-    for fn in loss_fns:
-        if hasattr(fn, "gather"):
-            fn.gather = gather_with_grad
-            n += 1
-    return n
 
 
 def wrap_model(model, device, info: DistInfo, sync_batchnorm: bool = True):

@@ -163,8 +163,9 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
     for _, fn in losses.values():
         if isinstance(fn, torch.nn.Module):
             fn.to(device)
-    if dist_info.enabled:
-        distributed.install_gather([fn for _, fn in losses.values()])
+    # Losses of batch statistics (SIGReg) must see the global batch under DDP: they find an
+    # all-gather that keeps gradients in out["gather"] (training steps only; validation is local).
+    gather = distributed.gather_with_grad if dist_info.enabled else None
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas, device)
     sched = build_scheduler(opt, total, cfg.warmup_fraction, cfg.lr, cfg.min_lr)
     step, best_val, best_step = 0, math.inf, -1
@@ -224,18 +225,6 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
         # validation must not enter a collective that the other ranks are not in.
         if val_sampler is None or not main:
             return {}
-        gathers = {id(fn): fn.gather for _, fn in losses.values() if getattr(fn, "gather", None) is not None}
-        for _, fn in losses.values():
-            if id(fn) in gathers:
-                fn.gather = None
-        try:
-            return _validate()
-        finally:
-            for _, fn in losses.values():
-                if id(fn) in gathers:
-                    fn.gather = gathers[id(fn)]
-
-    def _validate() -> dict:
         model.eval()
         n = min(len(val_sampler), cfg.batch_size * cfg.eval_batches)
         idx = np.linspace(0, len(val_sampler) - 1, n).astype(np.int64)
@@ -261,6 +250,7 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
             _call_hooks(model, losses, step, total)
             with autocast():
                 out = fwd_model(batch)
+                out["gather"] = gather
                 loss, terms = compute_loss(out, batch, losses)
             opt.zero_grad(set_to_none=True)
             loss.backward()

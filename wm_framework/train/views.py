@@ -119,7 +119,7 @@ class TrainingViews:
         model whose predictor does not return observations (latent-only models)."""
         if not (cfg.images or cfg.videos) or sampler is None or len(sampler) == 0:
             return None
-        if getattr(model.predictor, "next_obs", None) is None:
+        if not model.predicts_obs:
             return None
         if len(sampler.store.obs_shape) != 3:  # state vectors [D]: there is no picture to draw
             return None
@@ -154,7 +154,7 @@ class TrainingViews:
             self._image_batch = self.sampler.get(_fixed_windows(self.sampler, self.cfg.image_windows))
         batch = {k: torch.as_tensor(np.asarray(self._image_batch[k])).to(self.device) for k in ("obs", "action")}
         out = model(batch)
-        to_frame = model.predictor.next_obs
+        to_frame = model.decode_obs
         pred, truth = to_frame(out["pred"][:, -1].float()), to_frame(out["target"][:, -1].float())
         if not self._are_images(pred):
             return None
