@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import types
 
 import pytest
+import torch
 
 import wm_framework
 from wm_framework import hookimpl
@@ -24,9 +26,37 @@ def _module(name: str, **hooks) -> types.ModuleType:
     return mod
 
 
+@dataclasses.dataclass
+class _ToyEnv:
+    """Just enough of the env contract (wm_framework/contracts.py) to be created."""
+
+    size: int
+    speed: float
+    observation_space = action_space = None
+
+    def reset(self, seed=None):
+        return None, {}
+
+    def step(self, action):
+        return None, 0.0, False, False, {}
+
+
 def _env_factory(size: int = 3, speed: float = 1.0):
     """A toy factory."""
-    return ("env", size, speed)
+    return _ToyEnv(size, speed)
+
+
+def test_a_component_breaking_its_contract_fails_when_created_naming_what_is_missing():
+    reg = Registry()
+    reg.add("envs", "tuple_env", lambda: ("not", "an", "env"), "p")
+    with pytest.raises(WMUsageError, match="env 'tuple_env' .* has no reset, step, observation_space, action_space"):
+        reg.create("envs", "tuple_env")
+    reg.add("encoders", "no_dim", lambda: torch.nn.Linear(2, 2), "p")
+    with pytest.raises(WMUsageError, match="encoder 'no_dim' .* has no out_dim"):
+        reg.create("encoders", "no_dim")
+    reg.add("predictors", "bad_hook", lambda: types.SimpleNamespace(forward=lambda z, a: z, next_latent=3), "p")
+    with pytest.raises(WMUsageError, match="next_latent must be callable"):
+        reg.create("predictors", "bad_hook")
 
 
 def test_register_and_create_with_params():
@@ -34,7 +64,7 @@ def test_register_and_create_with_params():
     pm.register_module(_module("p1", register_envs=lambda register: register("toy", _env_factory)), "p1")
     assert pm.plugins["p1"].status == "ok"
     assert pm.plugins["p1"].components == {"envs": ["toy"]}
-    assert pm.registry.create("envs", "toy", size=5) == ("env", 5, 1.0)
+    assert pm.registry.create("envs", "toy", size=5) == _ToyEnv(5, 1.0)
 
 
 def test_unknown_name_lists_registered_and_suggests():
@@ -79,7 +109,7 @@ def test_failing_registration_is_isolated_and_rolled_back():
     info = pm.register_module(_module("bad", register_envs=bad), "bad")
     assert info.status == "failed" and "boom" in info.error
     assert "half" not in pm.registry.by_kind("envs")  # partial registration removed
-    assert pm.registry.create("envs", "fine") == ("env", 3, 1.0)
+    assert pm.registry.create("envs", "fine") == _ToyEnv(3, 1.0)
 
 
 def test_strict_mode_raises(monkeypatch):

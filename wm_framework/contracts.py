@@ -68,3 +68,59 @@ def env_capability(env, name: str) -> Callable | None:
 def env_capabilities(env) -> list[str]:
     """The capabilities ``env`` offers, in :data:`ENV_CAPABILITIES` order."""
     return [n for n in ENV_CAPABILITIES if env_capability(env, n) is not None]
+
+
+# ----------------------------------------------------------------------------- components
+# What the core relies on, per kind. Required members are checked when a component is
+# created (Registry.create), so a plugin that breaks its contract fails there with one
+# line naming the member, not later inside a training step. Optional hooks are listed
+# with what happens without them; WorldModel (wm_framework/model.py) is the one place that
+# calls the model hooks and holds their defaults.
+
+#: kind -> (required members, optional callable hooks -> what the core does without them)
+COMPONENT_CONTRACTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "envs": (("reset", "step", "observation_space", "action_space"), {
+        name: "see EnvCapabilities" for name in ENV_CAPABILITIES}),
+    "policies": (("reset", "__call__"), {}),
+    "encoders": (("forward", "out_dim"), {
+        "features": "features(obs, pooling=None) -> [B,T,F] for probes; default: the encoder output",
+        "preprocess": "preprocess(obs) -> obs in the space predicted frames live in; default: none",
+    }),
+    "predictors": (("forward",), {
+        "make_target": "make_target(z, obs) -> training target; default: z[:, 1:]",
+        "next_latent": "next_latent(pred_t, z_t) -> z_{t+1} in rollouts; default: pred_t",
+        "next_obs": "next_obs(pred_t) -> frame [B,C,H,W]: the model predicts observations",
+        "raw_state": "raw_state(latent) -> env state, for state planning costs; default: the latent",
+        "absolute_next_state": "absolute_next_state(pred_t, z_t) -> env state; default: raw_state",
+        "on_train_step": "on_train_step(step, total) before every step (schedules)",
+        "fit_normalization_from_batches": "fit_normalization_from_batches(batches) once before step 0",
+    }),
+    "losses": (("__call__",), {"on_train_step": "on_train_step(step, total) before every step"}),
+    "probes": (("fit", "predict"), {}),
+    "planners": (("plan", "reset", "horizon"), {}),
+    "launchers": (("__call__",), {}),
+    "stages": (("__call__",), {}),
+    "probe_presets": ((), {}),
+}
+
+
+def check_component(kind: str, name: str, obj: Any) -> None:
+    """Raise a one-line :class:`~wm_framework.errors.WMUsageError` if ``obj`` (just built as the
+    ``kind`` component ``name``) lacks a required member or has a hook that is not callable."""
+    from wm_framework.errors import WMUsageError
+
+    required, hooks = COMPONENT_CONTRACTS.get(kind, ((), {}))
+    what = f"{kind[:-1] if kind.endswith('s') else kind} '{name}' ({type(obj).__name__})"
+    missing = [m for m in required if not hasattr(obj, m)]
+    if missing:
+        raise WMUsageError(f"{what} breaks the {kind} contract: it has no {', '.join(missing)} "
+                           f"(wm_framework/contracts.py)")
+    not_callable = [h for h in hooks if getattr(obj, h, None) is not None and not callable(getattr(obj, h))]
+    if not_callable:
+        raise WMUsageError(f"{what}: {', '.join(not_callable)} must be callable or absent (wm_framework/contracts.py)")
+    if kind == "encoders" and not (isinstance(obj.out_dim, int) and obj.out_dim > 0):
+        raise WMUsageError(f"{what}: out_dim must be a positive int, got {obj.out_dim!r}")
+    if kind == "predictors" and hasattr(obj, "history") and not (isinstance(obj.history, int) and obj.history >= 0):
+        raise WMUsageError(f"{what}: history must be an int >= 0 (0: all past steps), got {obj.history!r}")
+    if kind == "probe_presets" and not (isinstance(obj, dict) and isinstance(obj.get("tasks"), list)):
+        raise WMUsageError(f"{what}: a probe preset is a dict with a 'tasks' list")

@@ -216,7 +216,7 @@ class Registry:
         comp = self.get(kind, name)
         comp.check_params(params)
         try:
-            return comp.factory(*args, **params)
+            obj = comp.factory(*args, **params)
         except (WMUsageError, WMRuntimeError):
             raise
         except (TypeError, ValueError) as e:
@@ -225,6 +225,10 @@ class Registry:
             raise WMRuntimeError(
                 f"{comp.kind} '{name}' (plugin '{comp.plugin}') failed: {type(e).__name__}: {e}"
             ) from e
+        from wm_framework.contracts import check_component  # the contract of its kind, checked once here
+
+        check_component(comp.kind, name, obj)
+        return obj
 
     def by_kind(self, kind: str) -> dict[str, Component]:
         return dict(self._items[normalize_kind(kind)])

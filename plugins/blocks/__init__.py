@@ -24,14 +24,14 @@ def register_policies(register):
 @hookimpl
 def register_encoders(register):
     """Identity and MLP encoders."""
-    register("identity", lazy("wm_plugins.blocks.nets:IdentityEncoder"))
-    register("mlp", lazy("wm_plugins.blocks.nets:MLPEncoder"))
+    register("identity", lazy("wm_plugins.blocks.nets:IdentityEncoder"), example={"obs_shape": (6,)})
+    register("mlp", lazy("wm_plugins.blocks.nets:MLPEncoder"), example={"obs_shape": (6,), "latent_dim": 8})
 
 
 @hookimpl
 def register_predictors(register):
     """An MLP predictor over (latent, action) per step."""
-    register("mlp", lazy("wm_plugins.blocks.nets:MLPPredictor"))
+    register("mlp", lazy("wm_plugins.blocks.nets:MLPPredictor"), example={"latent_dim": 8, "action_dim": 2})
 
 
 @hookimpl

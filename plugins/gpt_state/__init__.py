@@ -10,13 +10,14 @@ from wm_framework import hookimpl, lazy
 @hookimpl
 def register_encoders(register):
     """State normaliser."""
-    register("state_norm", lazy("wm_plugins.gpt_state.predictor:StateNormEncoder"))
+    register("state_norm", lazy("wm_plugins.gpt_state.predictor:StateNormEncoder"), example={"obs_shape": (14,)})
 
 
 @hookimpl
 def register_predictors(register):
     """GPT ensemble."""
-    register("gpt_ensemble", lazy("wm_plugins.gpt_state.predictor:GPTEnsemblePredictor"))
+    register("gpt_ensemble", lazy("wm_plugins.gpt_state.predictor:GPTEnsemblePredictor"),
+             example={"latent_dim": 14, "action_dim": 7, "n_layer": 1, "n_head": 2, "n_embd": 32, "history": 8})
 
 
 @hookimpl

@@ -22,14 +22,18 @@ from wm_framework import hookimpl, lazy
 def register_encoders(register):
     """The parameter-free `frames` encoder."""
     register("frames", lazy("wm_plugins.latent_actions.model:make_frames_encoder"),
-             description="identity view of the frames (optionally gray/resized), flattened")
+             description="identity view of the frames (optionally gray/resized), flattened",
+             example={"obs_shape": (1, 16, 16)})
 
 
 @hookimpl
 def register_predictors(register):
     """The latent action VQ-VAE."""
     register("latent_action_vqvae", lazy("wm_plugins.latent_actions.model:make_latent_action_vqvae"),
-             description="VQ-VAE latent actions: IDM(frame_t, frame_t+1) -> code -> decoder; action-to-latent")
+             description="VQ-VAE latent actions: IDM(frame_t, frame_t+1) -> code -> decoder; action-to-latent",
+             example={"obs_shape": (1, 16, 16), "latent_dim": 256, "action_dim": 4, "codebook_size": 8, "code_dim": 8,
+                      "width": 16, "heads": 2, "attn_layers": 1}, input="frames",
+             causal=False)  # by design: position t reads frame t+1 (the IDM's transition), the last reads the action
 
 
 @hookimpl

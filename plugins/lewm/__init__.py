@@ -20,14 +20,18 @@ from wm_framework import hookimpl, lazy
 @hookimpl
 def register_encoders(register):
     """The LeWM ViT encoder."""
-    register("vit", lazy("wm_plugins.lewm.factories:build_vit_encoder"), description="ViT from scratch (LeWM ViT-Tiny): CLS token -> BatchNorm projector")
+    register("vit", lazy("wm_plugins.lewm.factories:build_vit_encoder"), description="ViT from scratch (LeWM ViT-Tiny): CLS token -> BatchNorm projector",
+             example={"obs_shape": (3, 32, 32), "image_size": 32, "patch_size": 8, "width": 32, "depth": 2, "heads": 2,
+                      "projector_hidden": 64})
 
 
 @hookimpl
 def register_predictors(register):
     """The LeWM action-conditioned causal transformer."""
     register("ar_transformer", lazy("wm_plugins.lewm.factories:build_ar_transformer"),
-             description="causal transformer with per-step AdaLN-Zero action conditioning (LeWM)")
+             description="causal transformer with per-step AdaLN-Zero action conditioning (LeWM)",
+             example={"latent_dim": 32, "action_dim": 4, "history": 4, "depth": 2, "heads": 4, "head_dim": 8, "mlp_dim": 64,
+                      "projector_hidden": 64})
 
 
 @hookimpl

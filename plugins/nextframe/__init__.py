@@ -12,13 +12,16 @@ from wm_framework import hookimpl, lazy
 @hookimpl
 def register_encoders(register):
     """Register the `frame_stack_cnn` encoder."""
-    register("frame_stack_cnn", lazy("wm_plugins.nextframe.model:make_frame_stack_cnn"))
+    register("frame_stack_cnn", lazy("wm_plugins.nextframe.model:make_frame_stack_cnn"),
+             example={"obs_shape": (3, 32, 32), "size": 32, "latent_dim": 16, "channels": (8, 8, 8, 8)})
 
 
 @hookimpl
 def register_predictors(register):
     """Register the `cnn_decoder` predictor."""
-    register("cnn_decoder", lazy("wm_plugins.nextframe.model:make_cnn_decoder"))
+    register("cnn_decoder", lazy("wm_plugins.nextframe.model:make_cnn_decoder"),
+             example={"obs_shape": (3, 32, 32), "size": 32, "latent_dim": 16, "action_dim": 3, "channels": (8, 8, 8, 8),
+                      "action_embed": 8})
 
 
 @hookimpl
