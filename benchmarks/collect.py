@@ -60,7 +60,7 @@ def _env_worker(args: tuple[int, int, dict]) -> int:
     """The plugin's share alone: env + labels + heuristic policy, nothing stored."""
     frames, seed, env_spec = args
     import wm_framework
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
 
     params = {k: v for k, v in env_spec.items() if k != "type"}
     env = wm_framework.make_env(env_spec["type"], **params)
@@ -103,7 +103,7 @@ def collect_rate(env: dict, episodes: int, max_steps: int, workers: int) -> tupl
 def policy_returns(episodes: int = 20, max_steps: int | None = None) -> dict[str, float]:
     """Mean episode return of every Breakout policy over ``episodes`` full episodes."""
     import wm_framework
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
 
     env = wm_framework.make_env("breakout", max_episode_steps=max_steps)
     out = {}

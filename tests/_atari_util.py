@@ -19,7 +19,7 @@ BALL_ROWS = (32, 186)  # between the top wall and the paddle
 
 
 def make_policy(env, name: str, **params):
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
 
     return get_registry().create("policies", name, env, **params)
 

@@ -28,7 +28,7 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _fresh_registry():
     """Each test sees freshly loaded plugins (tests may install or break some)."""
-    from wm_framework.registry import reset_registry
+    from wm_framework.plugins import reset_registry
 
     reset_registry()
     yield

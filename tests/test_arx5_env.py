@@ -8,7 +8,7 @@ import pytest
 mujoco = pytest.importorskip("mujoco")
 
 import wm_framework as wm  # noqa: E402
-from wm_framework.registry import get_registry  # noqa: E402
+from wm_framework.plugins import get_registry  # noqa: E402
 
 # REFERENCE §5: (name, axis, range) in joint order, actuator kp/kv/force limit.
 TABLE = [

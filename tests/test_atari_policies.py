@@ -87,7 +87,7 @@ def test_label_policies_refuse_envs_without_labels():
 def test_epsilon_noise_is_seeded_and_leaves_epsilon_zero_unchanged():
     """``epsilon`` replaces the policy's action by a random one from its own stream."""
     import wm_framework
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
 
     env = wm_framework.make_env("breakout", obs_size=[32, 32])
 

@@ -193,7 +193,7 @@ def test_help_does_not_import_torch_numpy_or_plugin_internals():
 def test_lazy_policy_table_matches_the_atari_policies():
     """The atari plugin registers its policies by name without importing them; each lazy
     target must be the class the policies module maps that name to."""
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
     from wm_plugins.atari.policies import POLICIES
 
     reg = get_registry()

@@ -32,7 +32,7 @@ def _stats(x):
 def arx5_data():
     """Real ARX5 windows from the waypoints policy: states [W, 24, 14], actions [W, 24, 7]."""
     pytest.importorskip("mujoco")
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
 
     env = get_registry().create("envs", "arx5", max_episode_steps=96)
     policy = get_registry().create("policies", "waypoints", env)

@@ -14,7 +14,7 @@ import torch
 
 import wm_framework
 from wm_framework.errors import WMUsageError
-from wm_framework.registry import reset_registry
+from wm_framework.plugins import reset_registry
 
 torch.set_num_threads(1)
 

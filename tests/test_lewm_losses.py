@@ -13,7 +13,7 @@ from scipy import integrate
 
 import wm_framework
 from wm_framework.model import ActionSpec, WorldModel
-from wm_framework.registry import reset_registry
+from wm_framework.plugins import reset_registry
 from wm_plugins.lewm.sigreg import random_directions, sigreg_statistic, trapezoid_weights
 
 torch.set_num_threads(1)

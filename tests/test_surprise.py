@@ -96,7 +96,7 @@ def test_recolour_changes_ball_and_paddle_only():
 @pytest.fixture(scope="module")
 def linear_store(tmp_path_factory):
     from wm_framework.collect import collect
-    from wm_framework.registry import reset_registry
+    from wm_framework.plugins import reset_registry
 
     reset_registry()
     path = tmp_path_factory.mktemp("surprise") / "lin.zarr"

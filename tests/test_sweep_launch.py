@@ -95,7 +95,7 @@ def test_launchers_register_through_the_hook_and_recipe_table_resolves(tmp_path)
     from wm_framework import builtin_launchers
     from wm_framework.errors import WMUsageError
     from wm_framework.launchers import LocalLauncher, check_launcher, resolve_launcher
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
 
     reg = get_registry()
     if "local" not in reg.names("launchers"):  # until the core-launchers entry point is installed

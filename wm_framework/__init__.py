@@ -7,6 +7,7 @@ The public API (contract) is small and imports nothing heavy:
 - ``create(kind, name, **params)``: build any registered component.
 - ``make_env(name, **params)``: shorthand for ``create("envs", name, **params)``.
 - ``components(kind=None)``: what is registered, as ``{kind: {name: Component}}``.
+- ``reset_registry()``: forget loaded plugins (after installing one, or between tests).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "create",
     "make_env",
     "components",
+    "reset_registry",
     "WMError",
     "WMUsageError",
     "WMRuntimeError",
@@ -33,7 +35,7 @@ __all__ = [
 
 def create(kind: str, name: str, *args, **params):
     """Build the component ``name`` of ``kind`` (e.g. "encoders"); policies take the env first."""
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
 
     return get_registry().create(kind, name, *args, **params)
 
@@ -45,7 +47,14 @@ def make_env(name: str, **params):
 
 def components(kind: str | None = None):
     """Registered components: ``{kind: {name: Component}}``, or ``{name: Component}`` for one kind."""
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
 
     reg = get_registry()
     return reg.by_kind(kind) if kind else reg.all()
+
+
+def reset_registry() -> None:
+    """Forget loaded plugins and components; the next use loads them again."""
+    from wm_framework.plugins import reset_registry as reset
+
+    reset()

@@ -44,7 +44,7 @@ def ensure_registered() -> None:
     import sys
 
     from wm_framework.plugins import get_plugin_manager
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
 
     if "cem" not in get_registry().names("planners"):
         get_plugin_manager().register_module(sys.modules[__name__], "core-planners")

@@ -83,7 +83,8 @@ def plugins_list(as_json: bool = typer.Option(False, "--json", help="Machine-rea
 def components_list(kind: Optional[str] = typer.Option(None, "--kind", help="Only this kind (envs, encoders, ...)."),
                     as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """List every registered component with its plugin and parameters."""
-    from wm_framework.registry import get_registry, normalize_kind
+    from wm_framework.plugins import get_registry
+    from wm_framework.registry import normalize_kind
 
     reg = get_registry()
     kinds = [normalize_kind(kind)] if kind else list(reg.all())
@@ -213,29 +214,18 @@ def run_cmd(recipe: Optional[str] = typer.Argument(None, help="Recipe TOML file,
 
 
 # ----------------------------------------------------------------------------- mounted groups
-def _mount_optional(app: typer.Typer) -> None:
-    """Command groups living in their own modules (data, probe, eval)."""
-    import importlib
+def _mount_commands(app: typer.Typer) -> None:
+    """The first-party command modules (data, probe, eval, plan, surprise). Imported
+    directly: a broken first-party module is a bug that must show, not a missing command."""
+    from wm_framework.commands import data, eval as eval_cmd, plan, probe, surprise
 
-    for module_name, name in (("wm_framework.commands.data", "data"),):
-        try:
-            mod = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        app.add_typer(mod.app, name=name)
-    for module_name in ("wm_framework.commands.probe", "wm_framework.commands.eval",
-                        "wm_framework.commands.plan", "wm_framework.commands.surprise"):
-        try:
-            mod = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        register = getattr(mod, "register", None)
-        if register is not None:
-            register(app)
+    app.add_typer(data.app, name="data")
+    for mod in (probe, eval_cmd, plan, surprise):
+        mod.register(app)
 
 
 def build_app() -> typer.Typer:
-    _mount_optional(app)
+    _mount_commands(app)
     from wm_framework.plugins import get_plugin_manager
 
     get_plugin_manager().add_commands(app)

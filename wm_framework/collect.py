@@ -44,7 +44,7 @@ def build_env(env_spec: dict):
 
 
 def build_policy(spec: dict, env):
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
 
     name, params = _split(spec, "policy")
     return get_registry().create("policies", name, env, **params)

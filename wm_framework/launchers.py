@@ -176,7 +176,7 @@ def resolve_launcher(table: dict | None):
     """The launcher a recipe's ``sweep.launcher`` table names (built-in ``local`` when unregistered)."""
     table = dict(table or {"type": "local"})
     name = table.pop("type", "local")
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
 
     reg = get_registry()
     if name in reg.names("launchers"):
@@ -191,7 +191,7 @@ def check_launcher(table: dict | None) -> None:
     """Validate ``sweep.launcher`` before any directory is made."""
     table = dict(table or {"type": "local"})
     name = table.pop("type", "local")
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
 
     reg = get_registry()
     if name in reg.names("launchers"):

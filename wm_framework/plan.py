@@ -57,7 +57,7 @@ plan_stage.__signature__ = inspect.Signature([
 
 def build_planner(cfg: PlanConfig, action_kind: str):
     """The configured planner (registry), defaulting to `cem` / `cem_discrete` by action kind."""
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
 
     table = dict(cfg.planner or {})
     name = table.pop("type", "cem_discrete" if action_kind == "discrete" else "cem")

@@ -184,3 +184,13 @@ def get_plugin_manager() -> PluginManager:
 def reset_plugin_manager() -> None:
     global _PM
     _PM = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, filled by loading every plugin on first use."""
+    return get_plugin_manager().registry
+
+
+def reset_registry() -> None:
+    """Forget loaded plugins and components (tests, or after installing a plugin)."""
+    reset_plugin_manager()

@@ -75,7 +75,7 @@ class ProbeReference(BaseModel):
 
 def task_preset(name: str) -> tuple[list[ProbeTask], ProbeReference | None]:
     """A registered probing-task preset (``register_probe_presets``): its tasks and published figures."""
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
 
     preset = get_registry().create("probe_presets", name)
     tasks = [ProbeTask(**t) for t in preset["tasks"]]
@@ -162,7 +162,7 @@ class ProbeConfig(BaseModel):
     @classmethod
     def _preset_is_registered(cls, v):
         if isinstance(v, str):
-            from wm_framework.registry import get_registry
+            from wm_framework.plugins import get_registry
 
             known = get_registry().names("probe_presets")
             if v not in known:

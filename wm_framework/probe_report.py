@@ -187,7 +187,7 @@ def _patch_mean(result: dict, model, features, tasks, fit, label: str) -> None:
 # ----------------------------------------------------------------------------- run glue
 def probe_factories_for(cfg: ProbeConfig) -> dict[str, Callable]:
     """Zero-argument builders for the configured probe names (registry first, then the built-ins)."""
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
 
     reg = get_registry()
     out = {}

@@ -404,7 +404,7 @@ def validate(data: Any, registry=None, check_components: bool = True) -> Recipe:
         raise RecipeError(["recipe: expected a TOML table"])
     problems: list[str] = []
     if registry is None and check_components:
-        from wm_framework.registry import get_registry
+        from wm_framework.plugins import get_registry
 
         registry = get_registry()
     core = {k: v for k, v in data.items() if k in CORE_SECTIONS}

@@ -242,25 +242,3 @@ class Registry:
 
 def _first_line(doc: str | None) -> str:
     return (doc or "").strip().splitlines()[0].strip() if (doc or "").strip() else ""
-
-
-_REGISTRY: Registry | None = None
-
-
-def get_registry() -> Registry:
-    """The process-wide registry, filled by loading every plugin on first use."""
-    global _REGISTRY
-    if _REGISTRY is None:
-        from wm_framework.plugins import get_plugin_manager
-
-        _REGISTRY = get_plugin_manager().registry
-    return _REGISTRY
-
-
-def reset_registry() -> None:
-    """Forget loaded plugins and components (tests, or after installing a plugin)."""
-    global _REGISTRY
-    _REGISTRY = None
-    from wm_framework import plugins
-
-    plugins.reset_plugin_manager()

@@ -50,7 +50,7 @@ def _toml_safe(obj):
 
 
 def run_stages(ctx: RunContext, stages: list[str]) -> None:
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
 
     reg = get_registry()
     info = distributed.current()
@@ -225,7 +225,7 @@ def _run_all(ctx: RunContext, data: dict, resumed: bool) -> None:
 def _prepare_data(jobs) -> None:
     """Build every store the runs need here, one after another, before the runs fan out:
     parallel runs must never collect into the same store at once."""
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
 
     reg = get_registry()
     for job in jobs:

@@ -312,7 +312,7 @@ def _accepted(factory) -> set[str]:
 
 def create_with_context(kind: str, table: dict, context: dict, keys: tuple[str, ...], registry=None):
     """Build ``table`` ({type, ...params}) adding context params the factory names and the recipe did not set."""
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
 
     reg = registry or get_registry()
     params = {k: v for k, v in table.items() if k not in ("type", "weight")}
@@ -343,7 +343,7 @@ def build_world_model(recipe: Recipe, context: dict, registry=None):
 
 def build_losses(recipe: Recipe, registry=None) -> dict[str, tuple[float, Any]]:
     """name -> (weight, loss callable)."""
-    from wm_framework.registry import get_registry
+    from wm_framework.plugins import get_registry
 
     reg = registry or get_registry()
     out = {}

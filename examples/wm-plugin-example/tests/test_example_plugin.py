@@ -24,9 +24,8 @@ def test_l1_loss_value():
 
 def test_registered_through_entry_point():
     import wm_framework
-    from wm_framework.registry import reset_registry
 
-    reset_registry()
+    wm_framework.reset_registry()
     env = wm_framework.make_env("drift_walk", max_steps=5)
     assert env.label_names == ["x"]
     assert "example_l1" in wm_framework.components("losses")
