@@ -4,7 +4,7 @@
     python -m benchmarks.collect --quick    # 1 process, a few seconds
     python -m benchmarks.collect --returns  # also: mean return of each policy over 20 episodes
 
-"collect" is ``wm_framework.collect.collect`` with the ``heuristic`` policy and labels:
+"collect" is ``wm_framework.data.collect.collect`` with the ``heuristic`` policy and labels:
 env + policy + labels + Zstd-compressed Zarr writes. "raw ALE" steps
 ``ALE/Breakout-v5`` (unwrapped, frameskip 4, native RGB) with random actions and
 keeps nothing. Both use the same number of processes (spawned, start-up included)
@@ -88,8 +88,8 @@ def env_rate(total_frames: int, workers: int, env: dict) -> float:
 
 
 def collect_rate(env: dict, episodes: int, max_steps: int, workers: int) -> tuple[float, int]:
-    """(frames/s, frames) of wm_framework.collect with the heuristic policy into a fresh store."""
-    from wm_framework.collect import collect
+    """(frames/s, frames) of wm_framework.data.collect with the heuristic policy into a fresh store."""
+    from wm_framework.data.collect import collect
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

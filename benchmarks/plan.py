@@ -29,18 +29,16 @@ import time
 import torch
 
 from wm_framework.model import ActionSpec, WorldModel
-from wm_framework.planning.cem import CEMPlanner, DiscreteCEMPlanner, Goal
-from wm_framework.planning.rollout import PlanContext, rollout_candidates, rollout_one_by_one
+from wm_framework.stages.plan.cem import CEMPlanner, DiscreteCEMPlanner, Goal
+from wm_framework.stages.plan.rollout import PlanContext, rollout_candidates, rollout_one_by_one
 
 SAMPLES, ITERATIONS, ELITES, HORIZON = 300, 30, 30, 5
 
 
 def build(name: str):
     """(model, context obs [1,C,...], past action blocks [1,C-1,A]) for a benchmark model."""
-    from wm_framework.builtin_planners import ensure_registered
     from wm_framework.runs import CONTEXT_KEYS_ENCODER, CONTEXT_KEYS_PREDICTOR, create_with_context
 
-    ensure_registered()
     if name == "mlp":
         ctx = dict(obs_shape=[14], action_kind="continuous", n_actions=7, frameskip=1, action_dim=7, history=1)
         enc, pred = {"type": "mlp", "latent_dim": 32}, {"type": "mlp"}

@@ -27,9 +27,9 @@ TOLERANCE = 0.05
 def measure(store, window: int = 4, frameskip: int = 5, max_gap: int = 5, policies=None) -> dict:
     """{gap: {task: (R^2, n)}} of the static baseline over the store's episodes (of ``policies``)."""
     from wm_framework.data.sampler import WindowSampler
-    from wm_framework.probe import task_preset
-    from wm_framework.probe_features import extract_features
-    from wm_framework.probe_report import static_baseline
+    from wm_framework.stages.probe.probes import task_preset
+    from wm_framework.stages.probe.features import extract_features
+    from wm_framework.stages.probe.study import static_baseline
 
     episodes = np.arange(store.num_episodes)
     if policies:
@@ -57,7 +57,7 @@ def main(argv=None) -> None:
     if args.store:
         report(EpisodeStore.open(args.store), args.frameskip)
         return
-    from wm_framework.collect import collect
+    from wm_framework.data.collect import collect
 
     with tempfile.TemporaryDirectory(prefix="probe_gap_") as tmp:
         store = collect(f"{tmp}/breakout.zarr", env={"type": "breakout", "obs_size": [32, 32]},

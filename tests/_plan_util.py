@@ -100,12 +100,10 @@ type = "mse"
 
 def run_toy_recipe(tmp, name: str, body: str, hidden: int):
     """Write TOY_RECIPE_HEAD + ``body`` as a recipe in ``tmp`` and run it: the run (or sweep) directory."""
-    from wm_framework.builtin_planners import ensure_registered
     from wm_framework.plugins import reset_registry
     from wm_framework.run import run_recipe
 
     reset_registry()
-    ensure_registered()
     recipe = tmp / "r.toml"
     recipe.write_text(f'name = "{name}"\n' + TOY_RECIPE_HEAD.format(store=tmp / "toy.zarr", hidden=hidden) + body)
     return run_recipe(str(recipe), out=str(tmp / "runs"), progress=False)

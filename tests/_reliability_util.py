@@ -57,7 +57,7 @@ class ForkServer:
 # ----------------------------------------------------------------------------- server side
 def _child(task: str, kwargs: dict) -> None:
     if task == "collect":
-        from wm_framework.collect import collect
+        from wm_framework.data.collect import collect
 
         collect(progress=False, **kwargs)
     elif task == "run":
@@ -75,7 +75,7 @@ def _serve() -> None:
 
     torch.set_num_threads(1)
     import torch._dynamo  # noqa: F401 - the optimizer imports it lazily (~2 s)
-    import wm_framework.collect  # noqa: F401
+    import wm_framework.data.collect  # noqa: F401
     import wm_framework.run  # noqa: F401
     import wm_framework.train.loop  # noqa: F401
     from wm_framework.plugins import get_plugin_manager

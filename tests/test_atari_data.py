@@ -27,7 +27,7 @@ def test_recipe_validates_at_reference_scale():
 
 
 def test_smoke_collection_stores_labels(tmp_path):
-    from wm_framework.collect import collect
+    from wm_framework.data.collect import collect
     from wm_framework.data.store import EpisodeStore
 
     recipe = load_recipe(RECIPE, smoke=True)
@@ -56,7 +56,7 @@ def _collect_small(root: Path, cfg, policies=None, episodes: int = 3, steps: int
     games are those of any size), collected once per distinct table."""
     import json
 
-    from wm_framework.collect import collect
+    from wm_framework.data.collect import collect
 
     env = {**cfg.env, "obs_size": [32, 32], **env_changes}
     env = {k: v for k, v in env.items() if v is not None}
@@ -102,7 +102,7 @@ def test_same_settings_without_the_phase_shift_replay_training_windows(store_roo
 
 def test_overlap_detects_the_same_episodes_collected_twice(tmp_path):
     """Two stores of the same real episodes: every window of one is in the other."""
-    from wm_framework.collect import collect
+    from wm_framework.data.collect import collect
     from wm_framework.data.overlap import window_overlap
 
     env, pols = {"type": "breakout", "obs_size": [32, 32]}, [{"type": "heuristic"}]

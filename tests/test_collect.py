@@ -13,7 +13,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import wm_framework
-from wm_framework.collect import collect
+from wm_framework.data.collect import collect
 from wm_framework.data.inspect import validate_store
 from wm_framework.data.store import EpisodeStore
 from wm_framework.errors import WMUsageError
@@ -86,7 +86,7 @@ def test_collect_continuous_state_env_with_two_workers(tmp_path):
 
 CRASH_SCRIPT = """
 import sys
-from wm_framework.collect import collect
+from wm_framework.data.collect import collect
 collect(sys.argv[1], {"type": "bouncing_ball", "size": 16, "max_steps": 30, "terminate_on_miss": True},
         [{"type": "random"}, {"type": "sticky_random"}], episodes=500, progress=False)
 """
@@ -161,7 +161,7 @@ def test_parallel_workers_write_the_same_store_as_one_process(tmp_path, monkeypa
 
 PARALLEL_CRASH_SCRIPT = """
 import sys
-from wm_framework import collect as c
+from wm_framework.data import collect as c
 from wm_framework.data import writer
 writer.CHUNK_BYTES = 16 * 16 * 3 * 5
 c.COMMIT_EVERY_S = 0.0

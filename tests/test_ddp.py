@@ -77,7 +77,7 @@ def test_rank_slices_of_a_step_batch_make_the_single_process_batch(tmp_path):
     from wm_framework.data.store import EpisodeStore
     from wm_framework.train.distributed import DistInfo, shard_slice
     from wm_framework.train.loop import sample_step_batch
-    from wm_framework.collect import collect
+    from wm_framework.data.collect import collect
 
     path = str(tmp_path / "s.zarr")
     collect(path, env={"type": "linear_state", "max_steps": 20}, policies=[{"type": "random"}], episodes=3,

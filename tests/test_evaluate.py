@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from wm_framework.evaluate.metrics import mse, psnr, ssim, validation_metrics
-from wm_framework.evaluate.rollout import evaluate_rollouts
+from wm_framework.stages.evaluate.metrics import mse, psnr, ssim, validation_metrics
+from wm_framework.stages.evaluate.rollout import evaluate_rollouts
 from wm_framework.model import ActionSpec, WorldModel
 
 torch.set_num_threads(1)
@@ -146,8 +146,8 @@ def test_rollout_rejects_short_windows():
 def test_result_files_plot_and_video(tmp_path: Path):
     import imageio.v3 as iio3
 
-    from wm_framework.evaluate.plots import plot_error_vs_horizon
-    from wm_framework.evaluate.video import write_side_by_side
+    from wm_framework.stages.evaluate.plots import plot_error_vs_horizon
+    from wm_framework.stages.evaluate.video import write_side_by_side
 
     model = WorldModel(FlattenEncoder(), HalvingPredictor(), ActionSpec("discrete", 3, 1))
     res = evaluate_rollouts(model, _constant_batches(), horizons=(1, 5), context=1)
@@ -216,7 +216,7 @@ class FakeContext:
 
 
 def test_eval_stage_writes_results_report_plot_and_videos(tmp_path: Path):
-    from wm_framework.evaluate.stage import eval_stage
+    from wm_framework.stages.evaluate.stage import eval_stage
 
     model = WorldModel(FlattenEncoder(), HalvingPredictor(), ActionSpec("discrete", 3, 1))
     ctx = FakeContext(tmp_path, model)
@@ -247,7 +247,7 @@ def test_parse_horizons():
 
 # ----------------------------------------------------------------------------- error breakdown
 def test_breakdown_splits_error_by_region_and_motion_and_draws_a_map(tmp_path: Path):
-    from wm_framework.evaluate.breakdown import REST, ErrorBreakdown
+    from wm_framework.stages.evaluate.breakdown import REST, ErrorBreakdown
 
     bd = ErrorBreakdown([1, 4], regions={"centre": [0.25, 0.75, 0.25, 0.75]})
     last = torch.zeros(2, 1, 8, 8)
@@ -272,14 +272,14 @@ def test_breakdown_splits_error_by_region_and_motion_and_draws_a_map(tmp_path: P
 def test_bad_region_is_a_config_error():
     from pydantic import ValidationError
 
-    from wm_framework.evaluate.stage import EvalConfig
+    from wm_framework.stages.evaluate.stage import EvalConfig
 
     with pytest.raises(ValidationError, match="top < bottom"):
         EvalConfig(regions={"player": [0.6, 0.4, 0.4, 0.6]})
 
 
 def test_eval_stage_reports_the_breakdown(tmp_path: Path):
-    from wm_framework.evaluate.stage import eval_stage
+    from wm_framework.stages.evaluate.stage import eval_stage
 
     model = WorldModel(FlattenEncoder(), HalvingPredictor(), ActionSpec("discrete", 3, 1))
     ctx = FakeContext(tmp_path, model)

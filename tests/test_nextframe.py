@@ -8,7 +8,7 @@ import torch
 
 import wm_framework as wm
 from wm_framework.errors import WMUsageError
-from wm_framework.evaluate.rollout import evaluate_rollouts
+from wm_framework.stages.evaluate.rollout import evaluate_rollouts
 from wm_framework.model import ActionSpec, WorldModel, prepare_obs
 
 torch.set_num_threads(1)

@@ -8,9 +8,9 @@ import torch
 
 from _plan_util import MoveById, PointEnv, linear_model
 from wm_framework.model import ActionSpec, WorldModel
-from wm_framework.planning.cem import ActionBox, CEMPlanner, DiscreteCEMPlanner, Goal, StateCost
-from wm_framework.planning.evaluate import GoalTask, run_planning_episode, run_random_episode
-from wm_framework.planning.rollout import PlanContext, rollout_candidates, rollout_one_by_one
+from wm_framework.stages.plan.cem import ActionBox, CEMPlanner, DiscreteCEMPlanner, Goal, StateCost
+from wm_framework.stages.plan.episodes import GoalTask, run_planning_episode, run_random_episode
+from wm_framework.stages.plan.rollout import PlanContext, rollout_candidates, rollout_one_by_one
 from _plan_util import Identity
 
 B = np.array([[0.5, 0.2], [-0.1, 0.4]])

@@ -14,10 +14,10 @@ from torch import nn
 
 from wm_framework.errors import WMUsageError
 from wm_framework.model import ActionSpec, WorldModel
-from wm_framework.probe import (ProbeConfig, ProbeTask, make_linear_probe, make_mlp_probe, make_ridge_probe, r2_score,
+from wm_framework.stages.probe.probes import (ProbeConfig, ProbeTask, make_linear_probe, make_mlp_probe, make_ridge_probe, r2_score,
                                 task_preset)
-from wm_framework.probe_features import extract_features, resolve_frame, task_rows
-from wm_framework.probe_report import probe_study, report_markdown, run_probe_stage, static_baseline
+from wm_framework.stages.probe.features import extract_features, resolve_frame, task_rows
+from wm_framework.stages.probe.study import probe_study, report_markdown, run_probe_stage, static_baseline
 
 torch.set_num_threads(1)
 FAST = dict(lr=1e-2, max_epochs=80, patience=5)  # quick; the linear test below uses the defaults
@@ -211,7 +211,7 @@ def test_static_persistence_matches_random_walk_theory():
 
 
 def test_r2_interval_resamples_episodes_not_rows():
-    from wm_framework.probe_stats import r2_interval
+    from wm_framework.stages.probe.stats import r2_interval
 
     # 10 episodes of 200 near-identical rows each: the prediction error is shared within an
     # episode, so the rows are not 2000 independent samples and the interval must say so.
@@ -289,7 +289,7 @@ def test_baselines_random_init_patch_mean_and_raw_pixels_on_pixels():
 
 
 def test_builtin_registration_hooks():
-    from wm_framework import builtin_probes
+    from wm_framework import builtins as builtin_probes
 
     got = {}
     builtin_probes.register_probes(lambda name, factory, **meta: got.setdefault(("probes", name), (factory, meta)))

@@ -14,8 +14,8 @@ from wm_framework.data.sampler import WindowSampler
 from wm_framework.data.store import EpisodeStore
 from wm_framework.data.writer import StoreWriter
 from wm_framework.model import ActionSpec, WorldModel
-from wm_framework.probe import ProbeConfig
-from wm_framework.probe_features import extract_features, task_rows
+from wm_framework.stages.probe.probes import ProbeConfig
+from wm_framework.stages.probe.features import extract_features, task_rows
 
 BREAKOUT_LABELS = ["ball_x", "ball_y", "ball_vx", "ball_vy", "paddle_x"]
 BASE = {name: 1000.0 * i for i, name in enumerate(BREAKOUT_LABELS)}  # label = base + global row
@@ -105,7 +105,7 @@ def test_labels_past_the_episode_end_are_dropped_not_clamped(tmp_path):
 @pytest.fixture(scope="module")
 def breakout_store(tmp_path_factory):
     """Real ALE Breakout, the published held-out policies (heuristic + random_active), tiny frames."""
-    from wm_framework.collect import collect
+    from wm_framework.data.collect import collect
 
     path = tmp_path_factory.mktemp("ale") / "breakout.zarr"
     return collect(str(path), env={"type": "breakout", "obs_size": [16, 16]},
@@ -126,7 +126,7 @@ def _probe_context(tmp_path, store_path):
 
 
 def test_static_baseline_uses_the_published_one_step_gap_on_real_breakout(breakout_store, tmp_path):
-    from wm_framework.probe_report import run_probe_stage
+    from wm_framework.stages.probe.study import run_probe_stage
 
     ctx = _probe_context(tmp_path, str(breakout_store.path))
     cfg = ProbeConfig(tasks="breakout", probes=["linear"], baselines=["static"], bootstrap=50)

@@ -8,9 +8,9 @@ import torch
 
 from _plan_util import Identity, LinearStep
 from wm_framework.model import ActionSpec, WorldModel
-from wm_framework.physics_eval import (SurpriseConfig, paired_statistics, perturbation_trials, straightness,
+from wm_framework.stages.physics.stage import (SurpriseConfig, paired_statistics, perturbation_trials, straightness,
                                        surprise_curves)
-from wm_framework.planning import envs as wenv
+from wm_framework.stages.plan import envs as wenv
 
 RED = np.array([200, 72, 72])
 
@@ -95,7 +95,7 @@ def test_recolour_changes_ball_and_paddle_only():
 
 @pytest.fixture(scope="module")
 def linear_store(tmp_path_factory):
-    from wm_framework.collect import collect
+    from wm_framework.data.collect import collect
     from wm_framework.plugins import reset_registry
 
     reset_registry()
@@ -136,7 +136,7 @@ def test_straightness_of_known_trajectories():
 
 
 def test_breakout_trials_replay_exactly_and_differ_only_after_the_perturbation(tmp_path):
-    from wm_framework.collect import collect
+    from wm_framework.data.collect import collect
 
     store = collect(str(tmp_path / "bo.zarr"), env={"type": "breakout", "obs_size": [105, 80]},
                     policies=[{"type": "heuristic"}], episodes=1, max_steps=120, progress=False)
@@ -158,7 +158,7 @@ def test_breakout_trials_replay_exactly_and_differ_only_after_the_perturbation(t
 
 
 def test_arx5_reset_teleport_success_and_end_effector_feature(tmp_path):
-    from wm_framework.collect import collect
+    from wm_framework.data.collect import collect
 
     store = collect(str(tmp_path / "arm.zarr"), env={"type": "arx5", "max_episode_steps": 20}, policies=[{"type": "waypoints"}],
                     episodes=1, progress=False)

@@ -92,15 +92,12 @@ def test_without_gpus_jobs_run_inline_in_sequence(tmp_path, monkeypatch):
 
 
 def test_launchers_register_through_the_hook_and_recipe_table_resolves(tmp_path):
-    from wm_framework import builtin_launchers
     from wm_framework.errors import WMUsageError
     from wm_framework.launchers import LocalLauncher, check_launcher, resolve_launcher
     from wm_framework.plugins import get_registry
 
     reg = get_registry()
-    if "local" not in reg.names("launchers"):  # until the core-launchers entry point is installed
-        builtin_launchers.register_launchers(
-            register=lambda name, factory, **meta: reg.add("launchers", name, factory, "core-launchers", **meta))
+    assert reg.get("launchers", "local").plugin == "core"  # registered by the core's entry point, like a plugin
     launcher = resolve_launcher({"type": "local", "per_gpu": 3})
     assert isinstance(launcher, LocalLauncher) and launcher.per_gpu == 3
     with pytest.raises(WMUsageError, match="per_gpus"):

@@ -20,7 +20,7 @@ HORIZON = 3
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from wm_framework.collect import collect
+    from wm_framework.data.collect import collect
 
     path = tmp_path_factory.mktemp("views") / "ball.zarr"
     collect(str(path), env={"type": "bouncing_ball", "size": SIZE, "max_steps": 20}, policies=[{"type": "random"}],
@@ -115,7 +115,7 @@ def test_latent_only_model_writes_no_views(tmp_path, store):
 
 
 def test_a_view_that_fails_to_write_is_a_warning_not_the_end_of_training(tmp_path, store, monkeypatch):
-    import wm_framework.evaluate.video as video
+    import wm_framework.stages.evaluate.video as video
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -20,7 +20,7 @@ import torch
 
 import wm_framework
 from wm_framework.model import prepare_obs
-from wm_framework.probe import RidgeProbe, TorchProbe, r2_score
+from wm_framework.stages.probe.probes import RidgeProbe, TorchProbe, r2_score
 from wm_framework.runs import load_run
 
 LABELS = ["paddle_x", "ball_x", "ball_y"]

@@ -14,7 +14,7 @@ import torch
 
 from wm_framework.runs import load_run
 from wm_framework.model import prepare_obs
-from wm_framework.probe import RidgeProbe, r2_score
+from wm_framework.stages.probe.probes import RidgeProbe, r2_score
 torch.set_num_threads(2)
 ctx = load_run(sys.argv[1])
 rng = np.random.default_rng(0)

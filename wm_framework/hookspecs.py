@@ -52,7 +52,7 @@ def register_probes(register):
 @hookspec
 def register_probe_presets(register):
     """Register probing-task presets (`[probe] tasks = "<name>"`): factory() -> {"tasks": [task tables],
-    "reference": optional published figures (wm_framework.probe_config.ProbeReference fields)}."""
+    "reference": optional published figures (wm_framework.stages.probe.config.ProbeReference fields)}."""
 
 
 @hookspec

@@ -39,7 +39,7 @@ def ensure_stores(ctx: RunContext) -> None:
             if Path(path).exists() or "://" in path:
                 continue
             raise WMUsageError(f"{what}: store '{path}' does not exist and the recipe has no collect table to build it")
-        from wm_framework.collect import collect
+        from wm_framework.data.collect import collect
 
         collect(path, env=cfg.env, policies=cfg.policies, episodes=cfg.episodes, max_steps=cfg.max_steps,
                 workers=cfg.workers, seed=cfg.seed, progress=ctx.progress)
@@ -56,7 +56,7 @@ def _store_complete(path: str, cfg, what: str = "data.train", rebuild: bool = Fa
         return False
     if cfg is None:
         return True
-    from wm_framework.collect import policy_label
+    from wm_framework.data.collect import policy_label
     from wm_framework.data.store import EpisodeStore
 
     store = EpisodeStore.open(path)
@@ -83,7 +83,7 @@ def _store_mismatch(store, cfg) -> str | None:
     store collected from another base seed holds other episodes). Fewer episodes than
     asked is no mismatch: collection tops the store up.
     """
-    from wm_framework.collect import build_env, describe_spaces, episode_seeds, policy_label
+    from wm_framework.data.collect import build_env, describe_spaces, episode_seeds, policy_label
     from wm_framework.data.writer import jsonish
 
     want_env = {"name": cfg.env.get("type"), "params": {k: v for k, v in cfg.env.items() if k not in ("type", "name")}}

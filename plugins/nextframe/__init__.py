@@ -1,7 +1,7 @@
 """Pixel next-frame world model: frame-stack CNN encoder, FiLM CNN decoder, pixel losses.
 
 A model that predicts observations (the predictor has ``next_obs``), so open-loop
-rollouts decode each predicted frame, feed it back and re-encode (wm_framework.evaluate).
+rollouts decode each predicted frame, feed it back and re-encode (wm_framework.stages.evaluate).
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def collect_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ):
     """Collect episodes of policies in an env into a Zarr store."""
-    from wm_framework.collect import collect
+    from wm_framework.data.collect import collect
 
     env_params, policy_params = parse_overrides(overrides or [])
     store = collect(out, {"type": env, **env_params}, [{"type": p, **policy_params} for p in policy],

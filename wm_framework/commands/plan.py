@@ -19,11 +19,9 @@ from wm_framework.commands import RUNS_HELP
 
 def plan_command(run_dir: Path, **overrides) -> dict:
     """Run the planning evaluation on ``run_dir`` with ``overrides`` of PlanConfig fields (None = keep)."""
-    from wm_framework.builtin_planners import ensure_registered
-    from wm_framework.plan import PlanConfig, run_plan
+    from wm_framework.stages.plan.stage import PlanConfig, run_plan
     from wm_framework.runs import load_run
 
-    ensure_registered()
     ctx = load_run(run_dir)
     data, test_data = overrides.pop("data", None), overrides.pop("test_data", None)
     if data is not None or test_data is not None:

@@ -21,8 +21,8 @@ def probe_command(run_dir: Path, checkpoints: list[str] | None = None, test_stor
     """Probe ``run_dir``; ``checkpoints`` overrides probe.checkpoints; ``test_store`` replaces the test set,
     ``data`` the training store the probes fit on."""
     from wm_framework.errors import WMUsageError
-    from wm_framework.probe import ProbeConfig
-    from wm_framework.probe_report import run_probe_stage
+    from wm_framework.stages.probe.probes import ProbeConfig
+    from wm_framework.stages.probe.study import run_probe_stage
     from wm_framework.runs import load_run
 
     ctx = load_run(run_dir)

@@ -36,19 +36,15 @@ def _config(ctx, stage: str, model, overrides: dict):
 
 
 def surprise_command(run_dir: Path, **overrides) -> dict:
-    from wm_framework.builtin_planners import ensure_registered
-    from wm_framework.physics_eval import SurpriseConfig, run_surprise
+    from wm_framework.stages.physics.stage import SurpriseConfig, run_surprise
 
-    ensure_registered()
     ctx = _load(run_dir, overrides)
     return run_surprise(ctx, _config(ctx, "surprise", SurpriseConfig, overrides))
 
 
 def straightness_command(run_dir: Path, **overrides) -> list:
-    from wm_framework.builtin_planners import ensure_registered
-    from wm_framework.physics_eval import StraightnessConfig, run_straightness
+    from wm_framework.stages.physics.stage import StraightnessConfig, run_straightness
 
-    ensure_registered()
     ctx = _load(run_dir, overrides)
     return run_straightness(ctx, _config(ctx, "straightness", StraightnessConfig, overrides))
 

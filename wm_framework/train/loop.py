@@ -327,7 +327,7 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
 
 def _obs_metrics(out: dict, model) -> dict:
     """MSE/PSNR/SSIM for models that predict observations (they expose it via evaluate.metrics)."""
-    from wm_framework.evaluate.metrics import validation_metrics
+    from wm_framework.stages.evaluate.metrics import validation_metrics
 
     try:
         return {k: float(v) for k, v in (validation_metrics(out, model) or {}).items()}

@@ -60,7 +60,7 @@ class ProbeCurve:
     def measure(self, step: int) -> dict:
         """One tick: ridge R^2 per task on the held-out frames, and the diagnostics."""
         from wm_framework.model import prepare_obs
-        from wm_framework.probe import RidgeProbe, r2_score
+        from wm_framework.stages.probe.probes import RidgeProbe, r2_score
 
         was_training = self.model.training
         self.model.eval()

@@ -76,7 +76,7 @@ def image_strip(context: np.ndarray, pred: np.ndarray, truth: np.ndarray, scale:
 
 def rollout_clip(true: np.ndarray, pred: np.ndarray, context: int, scale: int = 1, gap: int = GAP) -> np.ndarray:
     """Windows of ground truth | prediction stacked vertically: [N, T, H, W, C] x2 -> [T, H', W', 3]."""
-    from wm_framework.evaluate.video import side_by_side
+    from wm_framework.stages.evaluate.video import side_by_side
 
     rows = [side_by_side(t, p, scale=scale, marker_from=context) for t, p in zip(true, pred)]
     bar = np.full((rows[0].shape[0], gap * scale, rows[0].shape[2], 3), 255, np.uint8)
@@ -183,8 +183,8 @@ class TrainingViews:
     # -- rollout video ------------------------------------------------------------------
     def write_video(self, step: int) -> Path | None:
         """``videos/rollout_step_<step>.mp4``: open-loop rollouts from fixed windows."""
-        from wm_framework.evaluate.rollout import evaluate_rollouts
-        from wm_framework.evaluate.video import write_mp4
+        from wm_framework.stages.evaluate.rollout import evaluate_rollouts
+        from wm_framework.stages.evaluate.video import write_mp4
 
         context = int(self.model.history or 1)
         horizon = int(self.cfg.video_horizon)
@@ -209,7 +209,7 @@ class TrainingViews:
         window length, and a second one over the whole split would hold it in RAM twice.
         """
         from wm_framework.data.sampler import WindowSampler
-        from wm_framework.evaluate.rollout import sampler_batches
+        from wm_framework.stages.evaluate.rollout import sampler_batches
 
         store, fs = self.sampler.store, self.sampler.frameskip
         episodes = np.unique(self.sampler.episodes)

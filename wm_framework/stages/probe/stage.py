@@ -1,10 +1,10 @@
-"""The ``probe`` stage factory (registered lazily by :mod:`wm_framework.builtin_probes`)."""
+"""The ``probe`` stage factory (registered lazily by :mod:`wm_framework.builtins`)."""
 
 from __future__ import annotations
 
 import inspect
 
-from wm_framework.probe_config import ProbeConfig
+from wm_framework.stages.probe.config import ProbeConfig
 
 
 def probe_stage(**params):
@@ -12,7 +12,7 @@ def probe_stage(**params):
     cfg = ProbeConfig(**params)
 
     def run(ctx):
-        from wm_framework.probe_report import run_probe_stage
+        from wm_framework.stages.probe.study import run_probe_stage
 
         run_probe_stage(ctx, cfg)
 

@@ -3,7 +3,7 @@
 ``probe_study`` works on plain objects (model loaders, samplers, probe factories) so
 it is testable without a run directory; ``run_probe_stage`` wires it to a
 ``RunContext`` and writes ``probes.json``, ``results.json["probes"]``, the report
-section and ``plots/probe_r2.png`` (tables and plot: ``probe_tables.py``).
+section and ``plots/probe_r2.png`` (tables and plot: ``tables.py``).
 
 Features are extracted once per checkpoint (one pass per split, all tasks share
 it); then every probe is fitted on every task. Baselines go through the same code:
@@ -15,7 +15,7 @@ it); then every probe is fitted on every task. Baselines go through the same cod
 - ``patch_mean``: the last checkpoint with ``encoder.features(obs, pooling="mean")`` (encoder tasks),
 - ``raw_pixels``: ridge regression on downsampled grey frames (raw states for state stores).
 
-Every R^2 carries n (rows and episodes) and a bootstrap 95% interval (``probe_stats``).
+Every R^2 carries n (rows and episodes) and a bootstrap 95% interval (``stats``).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from wm_framework.errors import WMUsageError
-from wm_framework.probe import ProbeConfig, ProbeTask, make_linear_probe, make_mlp_probe, make_ridge_probe
-from wm_framework.probe_features import FeatureSet, extract_features, persistence_rows, resolve_frame, task_rows
-from wm_framework.probe_stats import score
+from wm_framework.stages.probe.probes import ProbeConfig, ProbeTask, make_linear_probe, make_mlp_probe, make_ridge_probe
+from wm_framework.stages.probe.features import FeatureSet, extract_features, persistence_rows, resolve_frame, task_rows
+from wm_framework.stages.probe.stats import score
 # Re-exported: the tables and the plot used to live in this module.
-from wm_framework.probe_tables import plot_r2_vs_epoch, report_markdown, summarize
+from wm_framework.stages.probe.tables import plot_r2_vs_epoch, report_markdown, summarize
 
 BUILTIN_PROBES = {"linear": make_linear_probe, "mlp": make_mlp_probe, "ridge": make_ridge_probe}
 EVAL_SPLITS = ("val", "test")

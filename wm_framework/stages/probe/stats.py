@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wm_framework.probe import r2_score
+from wm_framework.stages.probe.probes import r2_score
 
 #: Fewer episodes than this give no interval: resampling 2 or 3 episodes yields a handful
 #: of distinct values, and a percentile "interval" of those can even exclude the estimate.

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from wm_framework.probe_stats import MIN_EPISODES
+from wm_framework.stages.probe.stats import MIN_EPISODES
 
 def _reference(result: dict) -> dict:
     """The published figures stored with the result (``ProbeReference`` as JSON), or an empty one."""

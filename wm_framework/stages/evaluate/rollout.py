@@ -30,7 +30,7 @@ import torch
 
 from wm_framework.atomic import atomic_write_text
 from wm_framework.errors import WMUsageError
-from wm_framework.evaluate.metrics import frame_metrics, psnr_from_mse
+from wm_framework.stages.evaluate.metrics import frame_metrics, psnr_from_mse
 from wm_framework.model import prepare_actions, prepare_obs
 
 MODEL, BASELINE = "model", "copy_last"
@@ -172,7 +172,7 @@ def evaluate_rollouts(
         device: where the model runs.
         max_rollouts: stop after this many windows (None = all).
         keep_samples: windows kept as uint8 frames for side-by-side videos (pixel models).
-        breakdown: an ``ErrorBreakdown`` (wm_framework.evaluate.breakdown) that also collects the
+        breakdown: an ``ErrorBreakdown`` (wm_framework.stages.evaluate.breakdown) that also collects the
             error by region, scene motion and pixel at the reported horizons (pixel models only).
     """
     horizons = sorted({int(h) for h in horizons})

@@ -78,7 +78,7 @@ class EvalConfig(BaseModel):
     @field_validator("regions")
     @classmethod
     def _boxes(cls, v: dict[str, list[float]]) -> dict[str, list[float]]:
-        from wm_framework.evaluate.breakdown import check_box
+        from wm_framework.stages.evaluate.breakdown import check_box
 
         for name, box in v.items():
             try:
@@ -100,10 +100,10 @@ def eval_stage(**params):
 
 def run_eval(ctx, cfg: EvalConfig):
     """Run the evaluation on a RunContext and record everything; returns the RolloutResult."""
-    from wm_framework.evaluate.breakdown import ErrorBreakdown
-    from wm_framework.evaluate.plots import plot_error_vs_horizon
-    from wm_framework.evaluate.rollout import evaluate_rollouts, sampler_batches
-    from wm_framework.evaluate.video import write_side_by_side
+    from wm_framework.stages.evaluate.breakdown import ErrorBreakdown
+    from wm_framework.stages.evaluate.plots import plot_error_vs_horizon
+    from wm_framework.stages.evaluate.rollout import evaluate_rollouts, sampler_batches
+    from wm_framework.stages.evaluate.video import write_side_by_side
 
     model = ctx.load_model(cfg.checkpoint, device=ctx.device)
     context = cfg.context or model.history or 1

@@ -8,7 +8,7 @@ the whole plan, re-plans, and succeeds as soon as the env's success criterion ho
 ends. The random-action baseline gets the same starts, goals and budget.
 
 Everything here takes explicit objects (model, planner, env, tasks), so a test can
-drive it with a hand-built model and env; ``wm_framework.plan`` wires it to a run.
+drive it with a hand-built model and env; ``wm_framework.stages.plan.stage`` wires it to a run.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from wm_framework.model import prepare_actions, prepare_obs
-from wm_framework.planning.cem import ActionBox, Goal
-from wm_framework.planning.rollout import PlanContext
+from wm_framework.stages.plan.cem import ActionBox, Goal
+from wm_framework.stages.plan.rollout import PlanContext
 
 
 @dataclass

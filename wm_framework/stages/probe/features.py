@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from wm_framework.errors import WMUsageError
-from wm_framework.probe import ProbeTask
+from wm_framework.stages.probe.probes import ProbeTask
 
 
 @dataclass

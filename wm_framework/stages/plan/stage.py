@@ -11,7 +11,7 @@ Recipe table (validated by :class:`PlanConfig`)::
 
 Writes ``plan.json`` into the run directory, ``results.json["plan"]`` and the report's
 "plan" section: success rate against the random-action baseline and planning time per
-cycle (median, p95). The loop itself lives in ``wm_framework.planning.evaluate``.
+cycle (median, p95). The loop itself lives in ``wm_framework.stages.plan.episodes``.
 """
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ def run_plan(ctx, cfg: PlanConfig) -> dict:
     import numpy as np
     import torch
 
-    from wm_framework.planning import envs as wenv
-    from wm_framework.planning.cem import ActionBox, StateCost, TargetCost, latent_cost
-    from wm_framework.planning.evaluate import run_planning_episode, run_random_episode, sample_tasks, summarize
+    from wm_framework.stages.plan import envs as wenv
+    from wm_framework.stages.plan.cem import ActionBox, StateCost, TargetCost, latent_cost
+    from wm_framework.stages.plan.episodes import run_planning_episode, run_random_episode, sample_tasks, summarize
     from wm_framework.train.checkpoint import atomic_write_json
 
     device = ctx.device

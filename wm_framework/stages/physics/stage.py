@@ -111,7 +111,7 @@ def play_recorded(env, store, episode: int, start_row: int, length: int, framesk
     ``perturb_at``. Returns ``(frames [L, ...], blocks [L-1, fs(, A)], info)`` or None when
     the perturbation did not apply or the episode ended early.
     """
-    from wm_framework.planning.envs import reset_to_row
+    from wm_framework.stages.plan.envs import reset_to_row
 
     obs, _, exact = reset_to_row(env, store, episode, start_row)
     s = int(store.episode_starts[episode]) + start_row
@@ -136,7 +136,7 @@ def perturbation_trials(env, name: str, store, episodes, cfg: SurpriseConfig, fr
                         rng: np.random.Generator, max_tries: int = 40) -> dict:
     """Matched trajectories: ``{"clean": [...], "physical": [...], "visual": [...]}`` of (frames, blocks)."""
     from wm_framework.contracts import env_capabilities
-    from wm_framework.planning.envs import perturbation_fn
+    from wm_framework.stages.plan.envs import perturbation_fn
 
     p = cfg.perturb_at or cfg.length // 2
     if not 1 <= p < cfg.length:
@@ -203,7 +203,7 @@ def paired_statistics(clean: np.ndarray, perturbed: np.ndarray, p: int) -> dict:
 
 def run_surprise(ctx, cfg: SurpriseConfig) -> dict:
     """Surprise curves for clean / physical / visual sequences; results["surprise"], plot, report."""
-    from wm_framework.planning.envs import env_name, make_env_for_store
+    from wm_framework.stages.plan.envs import env_name, make_env_for_store
     from wm_framework.train.checkpoint import atomic_write_json
 
     model = ctx.load_model(cfg.checkpoint, device=ctx.device)

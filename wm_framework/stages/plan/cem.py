@@ -10,7 +10,7 @@ for action ids: one categorical distribution per raw step of each block, updated
 towards the elites' action frequencies with smoothing.
 
 Every iteration rolls out all candidates in one batched forward per step
-(:func:`wm_framework.planning.rollout.rollout_candidates`).
+(:func:`wm_framework.stages.plan.rollout.rollout_candidates`).
 
 A cost is any callable ``cost(rollout: dict, goal: Goal, model) -> Tensor[N]``; lower is
 better. Built-ins: ``"latent"`` (the reference), ``"state"`` (distance in raw state
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from wm_framework.errors import WMUsageError
-from wm_framework.planning.rollout import PlanContext, rollout_candidates
+from wm_framework.stages.plan.rollout import PlanContext, rollout_candidates
 
 
 # ----------------------------------------------------------------------------- goals and costs

@@ -2,7 +2,7 @@
 
 A probe answers "is quantity Y linearly (or shallowly) decodable from this
 representation?". It never touches the model: it receives numpy feature matrices
-that were extracted under ``torch.no_grad()`` (see ``probe_features.py``), so no
+that were extracted under ``torch.no_grad()`` (see ``features.py``), so no
 gradient can reach the world model.
 
 Contract of a probe component (``register_probes``)::
@@ -17,8 +17,8 @@ only) and early stopping on the validation split; ``ridge`` is closed-form ridge
 regression with the penalty chosen on the validation split (the raw-pixel baseline).
 
 The recipe's ``[probe]`` table (tasks, offsets, baselines) is validated by
-:class:`~wm_framework.probe_config.ProbeConfig` (re-exported here); the suite that runs
-it over checkpoints and baselines lives in ``probe_report.py``.
+:class:`~wm_framework.stages.probe.config.ProbeConfig` (re-exported here); the suite that runs
+it over checkpoints and baselines lives in ``study.py``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 from wm_framework.errors import WMUsageError
 
 # Re-exported: the config and the task presets used to live in this module.
-from wm_framework.probe_config import (BASELINES, FEATURE_KINDS, ProbeConfig, ProbeTask,  # noqa: F401
+from wm_framework.stages.probe.config import (BASELINES, FEATURE_KINDS, ProbeConfig, ProbeTask,  # noqa: F401
                                        default_tasks_for_labels, model_gap_variants, task_preset)
 
 

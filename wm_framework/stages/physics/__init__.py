@@ -1,0 +1,2 @@
+"""Physical understanding of a world model: ``stage`` (surprise at perturbations the env
+offers, and the temporal straightness of latent trajectories)."""
