@@ -16,12 +16,42 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 import zlib
+from typing import NamedTuple
 
 import numpy as np
 
 from wm_framework.data.store import EpisodeStore
 from wm_framework.data.writer import StoreWriter, WholeChunkWriter, jsonish, whole_chunk_span
 from wm_framework.errors import WMUsageError
+
+
+# ----------------------------------------------------------------------------- worker messages
+class WorkerReady(NamedTuple):
+    """A worker built its env and policies; ``specs`` = (obs_spec, action_spec, label_names)."""
+
+    worker: int
+    specs: tuple
+
+
+class EpisodeWritten(NamedTuple):
+    """A worker played an episode and wrote the whole chunks of rows [start_row, start_row + length)."""
+
+    worker: int
+    policy: int  # index into the policies list
+    seed: int
+    start_row: int
+    length: int
+    edges: list  # [(first row, obs rows)]: the partial chunks at both ends, which the parent writes
+    columns: dict  # the episode's other columns (actions, rewards, labels, ...), which the parent writes
+
+
+class WorkerFailed(NamedTuple):
+    """A worker stopped: a usage error (one line for the user) or a crash (a traceback)."""
+
+    worker: int
+    usage: bool
+    message: str
+
 
 def _split(spec: dict, kind: str) -> tuple[str, dict]:
     if not isinstance(spec, dict) or "type" not in spec:
@@ -296,12 +326,12 @@ def _worker_main(wid, env_spec, policy_specs, max_steps, out, tasks, results, ne
         pols = [build_policy(p, env) for p in policy_specs]
         specs = describe_spaces(env)
     except WMUsageError as e:
-        results.put(("error", wid, "usage", str(e)))
+        results.put(WorkerFailed(wid, True, str(e)))
         return
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises
-        results.put(("error", wid, "crash", traceback.format_exc()))
+        results.put(WorkerFailed(wid, False, traceback.format_exc()))
         return
-    results.put(("ready", wid, specs))
+    results.put(WorkerReady(wid, specs))
     column = f"obs/{specs[0]['key']}"
     buffer = FrameBuffer(max_steps + 1 if max_steps else 1024)  # reused: one allocation per worker
     chunks = None
@@ -335,11 +365,11 @@ def _worker_main(wid, env_spec, policy_specs, max_steps, out, tasks, results, ne
                 chunks.write(r, frames[r - n0:r1 - n0])
             edges = [(n0, frames[:c0 - n0]), (c1, frames[c1 - n0:])]
             edges = [(start, rows.copy()) for start, rows in edges if len(rows)]
-            results.put(("written", wid, (p, seed, n0, len(frames), edges, cols)))
+            results.put(EpisodeWritten(wid, p, seed, n0, len(frames), edges, cols))
     except WMUsageError as e:
-        results.put(("error", wid, "usage", str(e)))
+        results.put(WorkerFailed(wid, True, str(e)))
     except BaseException:  # noqa: BLE001
-        results.put(("error", wid, "crash", traceback.format_exc()))
+        results.put(WorkerFailed(wid, False, traceback.format_exc()))
     finally:
         env.close()
 
@@ -359,37 +389,35 @@ def _collect_in_workers(out, env, policies, labels, tasks, max_steps, workers, p
         proc.start()
     bar, finished = None, False
     try:
-        specs = _next_message(results, procs, want="ready")[2]  # every worker says "ready" before anything else
+        specs = _next_message(results, procs, want=WorkerReady).specs  # every worker is ready before anything else
         writer = _open_writer(out, env, specs)  # a store that does not match fails here, before any row is handed out
         record_policies(writer, policies, labels)
         next_row.value = writer.num_frames
         store_ready.set()
         bar = _Progress(len(tasks), progress)
-        written: dict[int, tuple] = {}  # first row -> payload of episodes written but not committed
+        written: dict[int, EpisodeWritten] = {}  # first row -> episodes written but not committed
         committed, last_commit = 0, time.perf_counter()
         while committed < len(tasks):
             msg = _next_message(results, procs)
-            kind = msg[0]
-            if kind == "ready":
-                if jsonish(msg[2]) != jsonish(specs):
-                    raise RuntimeError(f"collection workers built different envs: {msg[2]} != {specs}")
-            elif kind == "written":
-                payload = msg[2]
-                written[payload[2]] = payload
-                writer.reserve_upto(payload[2] + payload[3], headroom=HEADROOM_ROWS)
+            if isinstance(msg, WorkerReady):
+                if jsonish(msg.specs) != jsonish(specs):
+                    raise RuntimeError(f"collection workers built different envs: {msg.specs} != {specs}")
+            elif isinstance(msg, EpisodeWritten):
+                written[msg.start_row] = msg
+                writer.reserve_upto(msg.start_row + msg.length, headroom=HEADROOM_ROWS)
                 batch, row = [], writer.num_frames
                 while row in written:  # the finished episodes that continue the committed rows
                     batch.append(written[row])
-                    row += written[row][3]
+                    row += written[row].length
                 last = committed + len(batch) == len(tasks)
                 if batch and (last or time.perf_counter() - last_commit >= COMMIT_EVERY_S):
-                    for payload in batch:
-                        del written[payload[2]]
+                    for episode in batch:
+                        del written[episode.start_row]
                     _commit_batch(writer, batch, labels)
                     committed += len(batch)
                     last_commit = time.perf_counter()
-                    for payload in batch:
-                        bar.advance(payload[3])
+                    for episode in batch:
+                        bar.advance(episode.length)
         writer.trim()
         finished = True
     finally:
@@ -403,26 +431,27 @@ def _collect_in_workers(out, env, policies, labels, tasks, max_steps, workers, p
                 proc.join()
 
 
-def _commit_batch(writer: StoreWriter, batch: list[tuple], labels: list[str]) -> None:
+def _commit_batch(writer: StoreWriter, batch: list[EpisodeWritten], labels: list[str]) -> None:
     """Write the parent's share of consecutive finished episodes, then commit them together."""
-    n0 = batch[0][2]
-    cols = {name: np.concatenate([payload[5][name] for payload in batch]) for name in batch[0][5]}
+    n0 = batch[0].start_row
+    cols = {name: np.concatenate([episode.columns[name] for episode in batch]) for name in batch[0].columns}
     writer.write_rows(n0, cols)
     # Edge rows of adjacent episodes share a chunk: merge touching pieces into one write.
     runs: list[list] = []
-    for payload in batch:
-        for start, rows in payload[4]:
+    for episode in batch:
+        for start, rows in episode.edges:
             if runs and runs[-1][0] + sum(len(r) for r in runs[-1][1]) == start:
                 runs[-1][1].append(rows)
             else:
                 runs.append([start, [rows]])
     for start, pieces in runs:
         writer.write_rows(start, {writer.obs_column: pieces[0] if len(pieces) == 1 else np.concatenate(pieces)})
-    writer.commit([(labels[p], seed, start + rows) for p, seed, start, rows, _, _ in batch])
+    writer.commit([(labels[e.policy], e.seed, e.start_row + e.length) for e in batch])
 
 
-def _next_message(results, procs, want: str | None = None):
-    """The next worker message; raises what a worker reported, or if one died without a word."""
+def _next_message(results, procs, want: type | None = None):
+    """The next worker message (of type ``want``, if given); raises what a worker reported,
+    or if one died without a word."""
     import queue
 
     while True:
@@ -433,11 +462,11 @@ def _next_message(results, procs, want: str | None = None):
             if dead:
                 raise RuntimeError(f"a collection worker died (exit code {dead[0]})") from None
             continue
-        if msg[0] == "error":
-            if msg[2] == "usage":
-                raise WMUsageError(msg[3])
-            raise RuntimeError(f"collection worker {msg[1]} failed:\n{msg[3]}")
-        if want is None or msg[0] == want:
+        if isinstance(msg, WorkerFailed):
+            if msg.usage:
+                raise WMUsageError(msg.message)
+            raise RuntimeError(f"collection worker {msg.worker} failed:\n{msg.message}")
+        if want is None or isinstance(msg, want):
             return msg
 
 
