@@ -34,12 +34,13 @@ def run_dir(tmp_path_factory):
 
 
 def _app():
-    from wm_framework.commands import plan, surprise
+    from wm_framework.commands import plan, stage, surprise
 
     app = typer.Typer()
     app.callback()(lambda: None)
     plan.register(app)
     surprise.register(app)
+    stage.register(app)
     return app
 
 
@@ -86,3 +87,32 @@ def test_wm_surprise_and_straightness_write_results_and_plots(run_dir):
     assert [r["step"] for r in rows] == sorted(r["step"] for r in rows) and len({r["step"] for r in rows}) >= 3
     assert all(-1.0 <= r["straightness"] <= 1.0 for r in rows)
     assert (run_dir / "plots" / "straightness.png").is_file()
+
+
+def test_wm_stage_runs_any_registered_stage_with_recipe_defaults_and_overrides(run_dir):
+    from wm_framework.commands.stage import parse_sets
+
+    assert parse_sets(["windows=8", "a.b=[1, 2]", "name=x"]) == {"windows": 8, "a": {"b": [1, 2]}, "name": "x"}
+    res = CliRunner().invoke(_app(), ["stage", "straightness", str(run_dir), "--set", "windows=6", "-s", "length=5"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads((run_dir / "results.json").read_text())["straightness"]
+    assert rows and all(-1.0 <= r["straightness"] <= 1.0 for r in rows)
+    # The recipe's [plan] table gives the defaults (64 samples), --set overrides one field.
+    res = CliRunner().invoke(_app(), ["stage", "plan", str(run_dir), "--set", "episodes=2", "--set", "random_baseline=false"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((run_dir / "results.json").read_text())["plan"]
+    assert summary["episodes"] == 2 and summary["samples"] == 64 and "random_success_rate" not in summary
+
+
+@pytest.mark.parametrize("args, message", [
+    (["stage", "straightnes", "RUN"], "straightness"),            # did-you-mean
+    (["stage", "train", "RUN"], "wm run"),                          # building stages are not re-run here
+    (["stage", "straightness", "RUN", "--set", "windows"], "key=value"),
+    (["stage", "straightness", "RUN", "--set", "windows=-3"], "windows"),  # the stage's config validates
+])
+def test_wm_stage_bad_input_is_one_line(run_dir, args, message):
+    from conftest import run_wm
+
+    r = run_wm(*[str(run_dir) if a == "RUN" else a for a in args])
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

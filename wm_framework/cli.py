@@ -215,12 +215,12 @@ def run_cmd(recipe: Optional[str] = typer.Argument(None, help="Recipe TOML file,
 
 # ----------------------------------------------------------------------------- mounted groups
 def _mount_commands(app: typer.Typer) -> None:
-    """The first-party command modules (data, probe, eval, plan, surprise). Imported
+    """The first-party command modules (data, probe, eval, plan, surprise, stage). Imported
     directly: a broken first-party module is a bug that must show, not a missing command."""
-    from wm_framework.commands import data, eval as eval_cmd, plan, probe, surprise
+    from wm_framework.commands import data, eval as eval_cmd, plan, probe, stage, surprise
 
     app.add_typer(data.app, name="data")
-    for mod in (probe, eval_cmd, plan, surprise):
+    for mod in (probe, eval_cmd, plan, surprise, stage):
         mod.register(app)
 
 

@@ -124,3 +124,32 @@ def check_component(kind: str, name: str, obj: Any) -> None:
         raise WMUsageError(f"{what}: history must be an int >= 0 (0: all past steps), got {obj.history!r}")
     if kind == "probe_presets" and not (isinstance(obj, dict) and isinstance(obj.get("tasks"), list)):
         raise WMUsageError(f"{what}: a probe preset is a dict with a 'tasks' list")
+
+
+# ----------------------------------------------------------------------------- stages
+def config_stage(config: type, run: Callable[[Any, Any], Any], doc: str | None = None) -> Callable:
+    """The one stage pattern: a stage factory from its config model and ``run(ctx, cfg)``.
+
+    ``config`` is the pydantic model of the stage's recipe table (register it as the
+    stage's ``config=`` too); the factory validates the table's parameters into it and
+    returns ``lambda ctx: run(ctx, cfg)``. Its signature lists the config's fields with
+    their defaults, so `wm components list` and recipe validation see them.
+    """
+    import inspect
+
+    def factory(**params):
+        cfg = config(**params)
+        return lambda ctx: run(ctx, cfg)
+
+    def default(field):
+        if field.default_factory is not None:
+            return field.default_factory()
+        return None if field.is_required() else field.default
+
+    factory.__signature__ = inspect.Signature([
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default(f))
+        for name, f in config.model_fields.items()])
+    factory.__doc__ = doc or run.__doc__
+    factory.__name__ = getattr(run, "__name__", "stage")
+    factory.config, factory.run = config, run
+    return factory

@@ -288,7 +288,8 @@ def _loc(loc: tuple) -> str:
     return ".".join(str(p) for p in loc) or "recipe"
 
 
-def _pydantic_problems(err: ValidationError, prefix: tuple = ()) -> list[str]:
+def pydantic_problems(err: ValidationError, prefix: tuple = ()) -> list[str]:
+    """One line per problem of a pydantic ValidationError: ``where.it.is: what is wrong``."""
     out = []
     for e in err.errors():
         loc = prefix + tuple(e["loc"])
@@ -412,7 +413,7 @@ def validate(data: Any, registry=None, check_components: bool = True) -> Recipe:
     try:
         recipe = Recipe.model_validate(core)
     except ValidationError as e:
-        problems += _pydantic_problems(e)
+        problems += pydantic_problems(e)
 
     stage_configs: dict[str, Any] = {}
     stage_names = set(registry.names("stages")) if registry is not None else set()
@@ -428,7 +429,7 @@ def validate(data: Any, registry=None, check_components: bool = True) -> Recipe:
                 try:
                     stage_configs[key] = config_model.model_validate(value)
                 except ValidationError as e:
-                    problems += _pydantic_problems(e, (key,))
+                    problems += pydantic_problems(e, (key,))
             else:
                 stage_configs[key] = value
             continue

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wm_framework.contracts import config_stage
 from wm_framework.train.checkpoint import atomic_write_bytes
 
 # Published best val losses (each in its own target space) and the published verdict.
@@ -222,7 +223,5 @@ def evaluate_sweep(ctx, cfg: SweepReportConfig) -> dict:
     return result
 
 
-def make_sweep_report(**params):
-    """Stage factory: validated [arx5_sweep_report] params -> callable(ctx)."""
-    cfg = SweepReportConfig(**params)
-    return lambda ctx: evaluate_sweep(ctx, cfg)
+make_sweep_report = config_stage(SweepReportConfig, evaluate_sweep,
+                                 "After-sweep report: own-space and common-space comparison of the sweep's runs.")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wm_framework.contracts import config_stage
 from wm_plugins.latent_actions.report_config import LatentActionsReportConfig
 
 FINAL_KEYS = ("recon_mse", "recon_psnr", "perplexity", "usage", "entropy", "a2l_accuracy", "action_recon_mse")
@@ -175,28 +176,26 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def make_report_stage(**params):
+def write_report(ctx, cfg: LatentActionsReportConfig) -> None:
     """After-sweep (or after-train) report: entropy plot, ball reconstruction, comparison table."""
-    cfg = LatentActionsReportConfig(**params)
+    runs = list(ctx.sweep_runs) or [(ctx.label or ctx.recipe.name, ctx)]
+    rows, ema = {}, {}
+    for label, sub in runs:
+        predictor = (sub.recipe.model.predictor if sub.recipe.model else {}) or {}
+        ema[label] = bool(predictor.get("ema", True))
+        row = {"codebook_size": predictor.get("codebook_size", 256), "ema": ema[label],
+               "idm": predictor.get("idm", "cross_attention")}
+        row.update({f"train_{k}": v for k, v in final_metrics(read_metrics(sub.path)).items()})
+        if sub.checkpoints():
+            row.update(score_reconstruction(sub, cfg))
+        rows[label] = row
+    plot = plot_codebook_entropy({lab: sub.path for lab, sub in runs}, ctx.plots_dir / "codebook_entropy.png",
+                                 cfg.entropy_key, ema)
+    ctx.update_results("latent_actions", rows)
+    ctx.write_report_section("latent_actions", "Latent actions", render_markdown(rows, plot, ctx.path, cfg))
 
-    def run(ctx) -> None:
-        runs = list(ctx.sweep_runs) or [(ctx.label or ctx.recipe.name, ctx)]
-        rows, ema = {}, {}
-        for label, sub in runs:
-            predictor = (sub.recipe.model.predictor if sub.recipe.model else {}) or {}
-            ema[label] = bool(predictor.get("ema", True))
-            row = {"codebook_size": predictor.get("codebook_size", 256), "ema": ema[label],
-                   "idm": predictor.get("idm", "cross_attention")}
-            row.update({f"train_{k}": v for k, v in final_metrics(read_metrics(sub.path)).items()})
-            if sub.checkpoints():
-                row.update(score_reconstruction(sub, cfg))
-            rows[label] = row
-        plot = plot_codebook_entropy({lab: sub.path for lab, sub in runs}, ctx.plots_dir / "codebook_entropy.png",
-                                     cfg.entropy_key, ema)
-        ctx.update_results("latent_actions", rows)
-        ctx.write_report_section("latent_actions", "Latent actions", render_markdown(rows, plot, ctx.path, cfg))
 
-    return run
+make_report_stage = config_stage(LatentActionsReportConfig, write_report)
 
 
 def render_markdown(rows: dict[str, dict], plot: Path | None, root: Path, cfg: LatentActionsReportConfig) -> str:

@@ -30,6 +30,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from wm_framework.contracts import config_stage
 from wm_framework.errors import WMUsageError
 
 
@@ -86,16 +87,6 @@ class EvalConfig(BaseModel):
             except WMUsageError as e:
                 raise ValueError(str(e)) from None
         return v
-
-
-def eval_stage(**params):
-    """Open-loop rollout evaluation: MSE/PSNR/SSIM per horizon vs copy-last-frame, plot, videos."""
-    cfg = EvalConfig(**params)
-
-    def run(ctx):
-        return run_eval(ctx, cfg)
-
-    return run
 
 
 def run_eval(ctx, cfg: EvalConfig):
@@ -249,3 +240,7 @@ def _fmt_pm(metric: str, v: float, spread: dict | None) -> str:
 
 def _fmt(metric: str, v: float) -> str:
     return f"{v:.2f}" if metric == "psnr" else f"{v:.4f}" if metric == "ssim" else f"{v:.5f}"
+
+
+eval_stage = config_stage(EvalConfig, run_eval,
+                          "Open-loop rollout evaluation: MSE/PSNR/SSIM per horizon vs copy-last-frame, plot, videos.")

@@ -19,12 +19,12 @@ training step (LeWM reports that latent trajectories straighten during training)
 
 from __future__ import annotations
 
-import inspect
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from wm_framework.contracts import config_stage
 from wm_framework.errors import WMUsageError
 
 
@@ -50,30 +50,6 @@ class StraightnessConfig(BaseModel):
     length: int = Field(default=16, ge=3, description="Frames per window (frameskip raw steps apart).")
     split: Literal["test", "holdout", "val"] = Field(default="test")
     seed: int = Field(default=0)
-
-
-def _stage_signature(fn, model):
-    fn.__signature__ = inspect.Signature([
-        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY,
-                          default=f.default_factory() if f.default_factory is not None else f.default)
-        for n, f in model.model_fields.items()])
-    return fn
-
-
-def surprise_stage(**params):
-    """Violation of expectation: latent prediction error at a teleport / a recolouring vs unperturbed."""
-    cfg = SurpriseConfig(**params)
-    return lambda ctx: run_surprise(ctx, cfg)
-
-
-def straightness_stage(**params):
-    """Temporal straightness of latent trajectories for every checkpoint, against the training step."""
-    cfg = StraightnessConfig(**params)
-    return lambda ctx: run_straightness(ctx, cfg)
-
-
-_stage_signature(surprise_stage, SurpriseConfig)
-_stage_signature(straightness_stage, StraightnessConfig)
 
 
 # ----------------------------------------------------------------------------- surprise core
@@ -325,3 +301,11 @@ def plot_straightness(rows: list[dict], path):
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+surprise_stage = config_stage(
+    SurpriseConfig, run_surprise,
+    "Violation of expectation: latent prediction error at a teleport / a recolouring vs unperturbed.")
+straightness_stage = config_stage(
+    StraightnessConfig, run_straightness,
+    "Temporal straightness of latent trajectories for every checkpoint, against the training step.")

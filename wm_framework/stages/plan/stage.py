@@ -16,10 +16,11 @@ cycle (median, p95). The loop itself lives in ``wm_framework.stages.plan.episode
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from wm_framework.contracts import config_stage
 
 
 
@@ -37,22 +38,6 @@ class PlanConfig(BaseModel):
     checkpoint: str = Field(default="last", description="Checkpoint: last, best, a label or a path.")
     random_baseline: bool = Field(default=True, description="Also run the random-action baseline.")
     seed: int = Field(default=0, description="Task sampling, planner and baseline seed.")
-
-
-def plan_stage(**params):
-    """Goal-conditioned planning (CEM) on held-out start/goal pairs vs a random-action baseline."""
-    cfg = PlanConfig(**params)
-
-    def run(ctx):
-        return run_plan(ctx, cfg)
-
-    return run
-
-
-plan_stage.__signature__ = inspect.Signature([
-    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
-    for name, f in PlanConfig.model_fields.items()
-])
 
 
 def build_planner(cfg: PlanConfig, action_kind: str):
@@ -161,3 +146,7 @@ def plan_markdown(s: dict) -> str:
     md += ("\n\nStart and goal come from held-out episodes (goal = the frame k raw steps later); success is "
            "checked after every env step with the env's criterion. Details per task: `plan.json`.")
     return md
+
+
+plan_stage = config_stage(PlanConfig, run_plan,
+                          "Goal-conditioned planning (CEM) on held-out start/goal pairs vs a random-action baseline.")

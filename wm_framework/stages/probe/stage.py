@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
-
+from wm_framework.contracts import config_stage
 from wm_framework.stages.probe.config import ProbeConfig
 
 
-def probe_stage(**params):
-    """Probe frozen features of the run's checkpoints (tasks, baselines, report)."""
-    cfg = ProbeConfig(**params)
+def _run(ctx, cfg: ProbeConfig) -> None:
+    from wm_framework.stages.probe.study import run_probe_stage  # the study pulls torch and scikit-learn
 
-    def run(ctx):
-        from wm_framework.stages.probe.study import run_probe_stage
-
-        run_probe_stage(ctx, cfg)
-
-    return run
+    run_probe_stage(ctx, cfg)
 
 
-# The registry reads a factory's signature to list and check parameters; give the
-# stage the ProbeConfig fields so `wm components list` shows them and typos fail early.
-probe_stage.__signature__ = inspect.Signature([
-    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
-                      default=None if f.default_factory is None and f.is_required() else
-                      (f.default_factory() if f.default_factory is not None else f.default))
-    for name, f in ProbeConfig.model_fields.items()
-])
+probe_stage = config_stage(ProbeConfig, _run, "Probe frozen features of the run's checkpoints (tasks, baselines, report).")
