@@ -205,10 +205,10 @@ def test_pyproject_lists_every_plugin_package():
 
     cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = set(cfg["tool"]["setuptools"]["packages"])
-    for init in (ROOT / "plugins").glob("*/__init__.py"):
+    for init in (ROOT / "wm_plugins").glob("*/__init__.py"):
         assert f"wm_plugins.{init.parent.name}" in packages, init.parent.name
     for init in (ROOT / "wm_framework").glob("*/__init__.py"):
         assert f"wm_framework.{init.parent.name}" in packages, init.parent.name
     eps = cfg["project"]["entry-points"]["wm_framework"]
-    for init in (ROOT / "plugins").glob("*/__init__.py"):
+    for init in (ROOT / "wm_plugins").glob("*/__init__.py"):
         assert f"wm_plugins.{init.parent.name}" in eps.values(), init.parent.name
