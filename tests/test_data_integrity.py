@@ -72,7 +72,7 @@ def test_overlap_command_prints_the_line_and_json(tmp_path):
 # -- wm run reuses only a matching store ----------------------------------------------------------
 def _toy_ctx(tmp_path, *overrides):
     from wm_framework.recipe import load_recipe
-    from wm_framework.runs import RunContext
+    from wm_framework.run_context import RunContext
 
     recipe = load_recipe(ROOT / "recipes" / "toy_ball.toml",
                          [f'data.train="{tmp_path / "toy.zarr"}"', "data.collect.episodes=2", *overrides])
@@ -159,7 +159,7 @@ def test_ambiguous_layout_is_refused_unless_given(tmp_path):
 
 def test_grayscale_npy_shards_import_with_a_channel_and_build_a_model_context(tmp_path):
     from wm_framework.recipe import load_recipe
-    from wm_framework.runs import compute_model_context
+    from wm_framework.run_context import compute_model_context
 
     src = tmp_path / "shards"
     src.mkdir()
@@ -205,7 +205,7 @@ def toy_run(tmp_path_factory):
 
 
 def test_run_records_absolute_store_paths_and_opens_them_from_elsewhere(toy_run, tmp_path, monkeypatch):
-    from wm_framework.runs import load_run
+    from wm_framework.run_context import load_run
 
     monkeypatch.chdir(tmp_path)  # a directory where data/toy.zarr does not exist
     rec = json.loads((toy_run / "stores.json").read_text())
@@ -217,7 +217,7 @@ def test_run_records_absolute_store_paths_and_opens_them_from_elsewhere(toy_run,
 
 def test_data_override_on_a_run_and_its_errors(toy_run, tmp_path, monkeypatch):
     from wm_framework.commands.eval import eval_command
-    from wm_framework.runs import load_run
+    from wm_framework.run_context import load_run
 
     monkeypatch.chdir(tmp_path)
     other = tmp_path / "other.zarr"

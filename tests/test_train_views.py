@@ -39,7 +39,7 @@ LATENT = {"encoder": {"type": "mlp", "latent_dim": 8, "hidden": 16},
 def _train(tmp_path, store, model=NEXTFRAME, **views):
     """Four optimiser steps, validation every two; returns (run directory, RunContext)."""
     from wm_framework.recipe import validate
-    from wm_framework.runs import RunContext, new_run_dir
+    from wm_framework.run_context import RunContext, new_run_dir
     from wm_framework.train.loop import train
 
     views = {"video_horizon": HORIZON, "video_windows": 2, "image_windows": 3, **views}

@@ -21,7 +21,7 @@ import tomli_w
 
 from wm_framework.errors import WMRuntimeError, WMUsageError
 from wm_framework.recipe import expand_sweep, load_toml, parse_overrides, resolve, validate
-from wm_framework.runs import RunContext, git_revision, load_run, new_run_dir
+from wm_framework.run_context import RunContext, git_revision, load_run, new_run_dir
 from wm_framework.train import distributed
 from wm_framework.atomic import atomic_write_json, atomic_write_text
 

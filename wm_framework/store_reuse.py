@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from wm_framework.errors import WMUsageError
-from wm_framework.runs import RunContext
+from wm_framework.run_context import RunContext
 
 
 def ensure_stores(ctx: RunContext) -> None:

@@ -35,7 +35,7 @@ def eval_command(run_dir: Path, horizons: str | None = None, episodes: int | Non
     Returns the RolloutResult (results.json, report.md, plots/ and videos/ are updated).
     """
     from wm_framework.stages.evaluate.stage import EvalConfig, run_eval
-    from wm_framework.runs import load_run
+    from wm_framework.run_context import load_run
 
     ctx = load_run(run_dir)
     if data is not None or test_data is not None:

@@ -20,7 +20,7 @@ from wm_framework.commands import RUNS_HELP
 def plan_command(run_dir: Path, **overrides) -> dict:
     """Run the planning evaluation on ``run_dir`` with ``overrides`` of PlanConfig fields (None = keep)."""
     from wm_framework.stages.plan.stage import PlanConfig, run_plan
-    from wm_framework.runs import load_run
+    from wm_framework.run_context import load_run
 
     ctx = load_run(run_dir)
     data, test_data = overrides.pop("data", None), overrides.pop("test_data", None)

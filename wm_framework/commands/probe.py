@@ -23,7 +23,7 @@ def probe_command(run_dir: Path, checkpoints: list[str] | None = None, test_stor
     from wm_framework.errors import WMUsageError
     from wm_framework.stages.probe.probes import ProbeConfig
     from wm_framework.stages.probe.study import run_probe_stage
-    from wm_framework.runs import load_run
+    from wm_framework.run_context import load_run
 
     ctx = load_run(run_dir)
     if test_store is not None and not Path(test_store).exists():

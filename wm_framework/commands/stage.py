@@ -52,7 +52,7 @@ def stage_command(name: str, run_dir: Path, sets: list[str] | None = None, data:
                   test_data: Path | None = None):
     """Run the registered stage ``name`` on the finished run ``run_dir``; returns what the stage returns."""
     from wm_framework.plugins import get_registry
-    from wm_framework.runs import load_run
+    from wm_framework.run_context import load_run
 
     if name in _BUILDING:
         raise WMUsageError(f"stage '{name}' builds a run; use {_BUILDING[name]}")

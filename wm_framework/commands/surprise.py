@@ -20,7 +20,7 @@ SWEEP_DIR_HELP = "Run directory, or a sweep's directory: every run of it."
 
 def _load(run_dir: Path, overrides: dict):
     """The run, reading other stores when ``overrides`` has ``data`` / ``test_data`` (popped)."""
-    from wm_framework.runs import load_run
+    from wm_framework.run_context import load_run
 
     ctx = load_run(run_dir)
     data, test_data = overrides.pop("data", None), overrides.pop("test_data", None)
