@@ -34,22 +34,13 @@ def eval_command(run_dir: Path, horizons: str | None = None, episodes: int | Non
 
     Returns the RolloutResult (results.json, report.md, plots/ and videos/ are updated).
     """
-    from wm_framework.stages.evaluate.stage import EvalConfig, run_eval
-    from wm_framework.run_context import load_run
+    from wm_framework.commands.stage import open_run, stage_config
+    from wm_framework.stages.evaluate.stage import run_eval
 
-    ctx = load_run(run_dir)
-    if data is not None or test_data is not None:
-        ctx.use_stores(train=data, test=test_data)
-    base = ctx.recipe.stage_config("eval")
-    params = base.model_dump() if hasattr(base, "model_dump") else dict(base or {})
+    ctx = open_run(run_dir, data, test_data)
     given = dict(horizons=parse_horizons(horizons) if horizons is not None else None, episodes=episodes,
                  checkpoint=checkpoint, video=video, split=split)
-    params.update({k: v for k, v in given.items() if v is not None})
-    try:
-        cfg = EvalConfig(**params)
-    except Exception as e:  # pydantic's message is multi-line; the CLI wants one line
-        raise WMUsageError(f"eval: {str(e).splitlines()[0]}") from e
-    return run_eval(ctx, cfg)
+    return run_eval(ctx, stage_config(ctx, "eval", given))
 
 
 def eval_row(result) -> dict:

@@ -19,28 +19,17 @@ from wm_framework.commands import RUNS_HELP
 
 def plan_command(run_dir: Path, **overrides) -> dict:
     """Run the planning evaluation on ``run_dir`` with ``overrides`` of PlanConfig fields (None = keep)."""
-    from wm_framework.stages.plan.stage import PlanConfig, run_plan
-    from wm_framework.run_context import load_run
+    from wm_framework.commands.stage import open_run, stage_config
+    from wm_framework.stages.plan.stage import run_plan
 
-    ctx = load_run(run_dir)
-    data, test_data = overrides.pop("data", None), overrides.pop("test_data", None)
-    if data is not None or test_data is not None:
-        ctx.use_stores(train=data, test=test_data)
-    base = ctx.recipe.stage_config("plan")
-    base = base.model_dump() if hasattr(base, "model_dump") else dict(base or {})
-    planner_overrides = {k: overrides.pop(k) for k in ("samples", "iterations", "horizon", "elites")
-                         if overrides.get(k) is not None}
-    for k in ("samples", "iterations", "horizon", "elites"):
-        overrides.pop(k, None)
-    planner_type = overrides.pop("planner", None)
-    cfg_dict = dict(base, **{k: v for k, v in overrides.items() if v is not None})
-    if planner_type or planner_overrides:
-        table = dict(cfg_dict.get("planner") or {})
-        if planner_type:
-            table["type"] = planner_type
-        table.update(planner_overrides)
-        cfg_dict["planner"] = table
-    return run_plan(ctx, PlanConfig(**cfg_dict))
+    ctx = open_run(run_dir, overrides.pop("data", None), overrides.pop("test_data", None))
+    # The planner's own options go into the [plan] table's `planner` sub-table (merged over it).
+    planner = {k: overrides.pop(k, None) for k in ("samples", "iterations", "horizon", "elites")}
+    planner["type"] = overrides.pop("planner", None)
+    planner = {k: v for k, v in planner.items() if v is not None}
+    if planner:
+        overrides["planner"] = planner
+    return run_plan(ctx, stage_config(ctx, "plan", overrides))
 
 
 def plan_row(summary: dict) -> dict:

@@ -20,21 +20,14 @@ def probe_command(run_dir: Path, checkpoints: list[str] | None = None, test_stor
                   data: Path | None = None) -> dict:
     """Probe ``run_dir``; ``checkpoints`` overrides probe.checkpoints; ``test_store`` replaces the test set,
     ``data`` the training store the probes fit on."""
+    from wm_framework.commands.stage import open_run, stage_config
     from wm_framework.errors import WMUsageError
-    from wm_framework.stages.probe.probes import ProbeConfig
     from wm_framework.stages.probe.study import run_probe_stage
-    from wm_framework.run_context import load_run
 
-    ctx = load_run(run_dir)
     if test_store is not None and not Path(test_store).exists():
         raise WMUsageError(f"--test-data {test_store}: no such store")
-    if data is not None:
-        ctx.use_stores(train=data)
-    cfg = ctx.recipe.stage_config("probe")
-    if cfg is None:
-        cfg = ProbeConfig()
-    elif not isinstance(cfg, ProbeConfig):
-        cfg = ProbeConfig(**cfg)
+    ctx = open_run(run_dir, data)
+    cfg = stage_config(ctx, "probe")
     wanted = None
     if checkpoints:
         # Accept both repeated options and one comma-separated value.

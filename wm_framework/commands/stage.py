@@ -48,32 +48,53 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def open_run(run_dir: Path, data: Path | None = None, test_data: Path | None = None):
+    """The RunContext of ``run_dir``, reading other stores when ``data`` / ``test_data`` are given."""
+    from wm_framework.run_context import load_run
+
+    ctx = load_run(run_dir)
+    if data is not None or test_data is not None:
+        ctx.use_stores(train=data, test=test_data)
+    return ctx
+
+
+def stage_config(ctx, name: str, overrides: dict | None = None):
+    """The validated config of stage ``name`` for a finished run: the recipe's ``[name]`` table
+    (or the defaults), with ``overrides`` merged over it (None values are ignored); a bad
+    value is one line naming the field. Every command that runs a stage on a run uses this."""
+    from pydantic import ValidationError
+
+    from wm_framework.plugins import get_registry
+    from wm_framework.recipe import pydantic_problems
+
+    config = get_registry().get("stages", name).meta.get("config")
+    config = config.resolve() if hasattr(config, "resolve") else config
+    base = ctx.recipe.stage_config(name)
+    params = base.model_dump() if hasattr(base, "model_dump") else dict(base or {})
+    params = _merge(params, {k: v for k, v in (overrides or {}).items() if v is not None})
+    if config is None:  # a stage without a config model takes its table as keyword arguments
+        return params
+    try:
+        return config(**params)
+    except ValidationError as e:  # pydantic's message is many lines; the CLI wants one
+        raise WMUsageError(f"{name}: " + "; ".join(pydantic_problems(e, (name,)))) from None
+
+
 def stage_command(name: str, run_dir: Path, sets: list[str] | None = None, data: Path | None = None,
                   test_data: Path | None = None):
     """Run the registered stage ``name`` on the finished run ``run_dir``; returns what the stage returns."""
     from wm_framework.plugins import get_registry
-    from wm_framework.run_context import load_run
 
     if name in _BUILDING:
         raise WMUsageError(f"stage '{name}' builds a run; use {_BUILDING[name]}")
     registry = get_registry()
-    registry.get("stages", name)  # an unknown name: one line with the registered ones
-    ctx = load_run(run_dir)
-    if data is not None or test_data is not None:
-        ctx.use_stores(train=data, test=test_data)
-    base = ctx.recipe.stage_config(name)
-    params = base.model_dump() if hasattr(base, "model_dump") else dict(base or {})
-    params = _merge(params, parse_sets(sets or []))
-    config = registry.get("stages", name).meta.get("config")
-    if config is not None:  # validate first: pydantic's message is many lines, the CLI wants one
-        from pydantic import ValidationError
-
-        from wm_framework.recipe import pydantic_problems
-
-        try:
-            (config.resolve() if hasattr(config, "resolve") else config)(**params)
-        except ValidationError as e:
-            raise WMUsageError(f"stage {name}: " + "; ".join(pydantic_problems(e, (name,)))) from None
+    factory = registry.get("stages", name).factory  # an unknown name: one line with the registered ones
+    ctx = open_run(run_dir, data, test_data)
+    cfg = stage_config(ctx, name, parse_sets(sets or []))
+    run_with_config = getattr(getattr(factory, "resolve", lambda: factory)(), "run", None)
+    if run_with_config is not None:  # a config_stage: run(ctx, cfg) directly, no second validation
+        return run_with_config(ctx, cfg)
+    params = cfg.model_dump() if hasattr(cfg, "model_dump") else cfg
     return registry.create("stages", name, **params)(ctx)
 
 

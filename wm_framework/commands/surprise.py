@@ -18,35 +18,20 @@ from wm_framework.commands import RUNS_HELP
 SWEEP_DIR_HELP = "Run directory, or a sweep's directory: every run of it."
 
 
-def _load(run_dir: Path, overrides: dict):
-    """The run, reading other stores when ``overrides`` has ``data`` / ``test_data`` (popped)."""
-    from wm_framework.run_context import load_run
-
-    ctx = load_run(run_dir)
-    data, test_data = overrides.pop("data", None), overrides.pop("test_data", None)
-    if data is not None or test_data is not None:
-        ctx.use_stores(train=data, test=test_data)
-    return ctx
-
-
-def _config(ctx, stage: str, model, overrides: dict):
-    base = ctx.recipe.stage_config(stage)
-    base = base.model_dump() if hasattr(base, "model_dump") else dict(base or {})
-    return model(**dict(base, **{k: v for k, v in overrides.items() if v is not None}))
-
-
 def surprise_command(run_dir: Path, **overrides) -> dict:
-    from wm_framework.stages.physics.stage import SurpriseConfig, run_surprise
+    from wm_framework.commands.stage import open_run, stage_config
+    from wm_framework.stages.physics.stage import run_surprise
 
-    ctx = _load(run_dir, overrides)
-    return run_surprise(ctx, _config(ctx, "surprise", SurpriseConfig, overrides))
+    ctx = open_run(run_dir, overrides.pop("data", None), overrides.pop("test_data", None))
+    return run_surprise(ctx, stage_config(ctx, "surprise", overrides))
 
 
 def straightness_command(run_dir: Path, **overrides) -> list:
-    from wm_framework.stages.physics.stage import StraightnessConfig, run_straightness
+    from wm_framework.commands.stage import open_run, stage_config
+    from wm_framework.stages.physics.stage import run_straightness
 
-    ctx = _load(run_dir, overrides)
-    return run_straightness(ctx, _config(ctx, "straightness", StraightnessConfig, overrides))
+    ctx = open_run(run_dir, overrides.pop("data", None), overrides.pop("test_data", None))
+    return run_straightness(ctx, stage_config(ctx, "straightness", overrides))
 
 
 def surprise_row(result: dict) -> dict:
