@@ -1,4 +1,5 @@
-"""The core knows no environment or model by name, and never imports the first-party plugins.
+"""The core knows no environment or model by name, never imports the first-party plugins,
+and the plugins use only the core's public API.
 
 Reads every module of ``wm_framework/`` with ``ast`` and looks at what is code: names,
 attributes, imports, arguments and strings that are not docstrings (comments are not in
@@ -72,3 +73,23 @@ def test_no_env_or_model_name_and_no_plugin_import_in_the_core():
     for path in sorted((ROOT / "wm_framework").rglob("*.py")):
         hits += [f"{path.relative_to(ROOT)}:{line}: {text[:80]!r}" for line, text in find_names(path.read_text())]
     assert not hits, "the core names a plugin's env or model:\n" + "\n".join(hits)
+
+
+#: What a plugin may import from the core: the package's public API and these modules.
+PLUGIN_API = {"wm_framework", "wm_framework.contracts", "wm_framework.errors", "wm_framework.atomic"}
+
+
+def test_first_party_plugins_use_only_the_public_api():
+    hits = []
+    for path in sorted((ROOT / "wm_plugins").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                mods = [node.module]
+            elif isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            for mod in mods:
+                if mod.startswith("wm_framework") and mod not in PLUGIN_API:
+                    hits.append(f"{path.relative_to(ROOT)}:{node.lineno}: {mod}")
+    assert not hits, "plugins reaching into the core's internals:\n" + "\n".join(hits)
+

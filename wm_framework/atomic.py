@@ -65,6 +65,12 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+def save_png(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure as PNG atomically (temp file + rename, umask respected)."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    return Path(path)
+
+
 def _json_default(o):
     if hasattr(o, "tolist"):
         return o.tolist()

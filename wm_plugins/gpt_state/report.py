@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from wm_framework.contracts import config_stage
-from wm_framework.train.checkpoint import atomic_write_bytes
+from wm_framework.atomic import atomic_write_bytes
 
 # Published best val losses (each in its own target space) and the published verdict.
 REFERENCE_VAL_LOSS = {"cfgA": 0.0982, "cfgB": 0.4244, "cfgC": 0.0764, "cfgD": 0.2282}

@@ -59,7 +59,7 @@ def plot_rollout_curves(rows: list[dict], configs: list[dict], path: str | Path)
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from wm_framework.stages.evaluate.plots import save_png
+    from wm_framework.atomic import save_png
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

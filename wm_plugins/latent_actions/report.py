@@ -224,12 +224,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="codebook_entropy.png")
     ap.add_argument("--key", default="train/stats/entropy")
     args = ap.parse_args(argv)
-    from wm_framework.recipe import load_toml
+    import tomllib
 
     ema = {}
     for r in args.runs:
         resolved = Path(r) / "recipe.resolved.toml"
-        predictor = load_toml(resolved).get("model", {}).get("predictor", {}) if resolved.is_file() else {}
+        predictor = tomllib.loads(resolved.read_text()).get("model", {}).get("predictor", {}) if resolved.is_file() else {}
         ema[Path(r).name] = bool(predictor.get("ema", True))
     path = plot_codebook_entropy({Path(r).name: r for r in args.runs}, args.out, args.key, ema)
     print(path or "no data")

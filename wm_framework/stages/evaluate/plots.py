@@ -5,13 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-
-def save_png(fig, path: str | Path) -> Path:
-    """Write a matplotlib figure as PNG atomically (temp file + rename, umask respected)."""
-    from wm_framework.atomic import atomic_write
-
-    atomic_write(path, lambda f: fig.savefig(f, format="png"))
-    return Path(path)
+from wm_framework.atomic import save_png  # noqa: F401  (re-exported: the stages' plots use it from here)
 
 
 def plot_error_vs_horizon(
