@@ -1,8 +1,9 @@
-"""Contract tests driven by the registry (timm style): every registered encoder, predictor,
-loss, probe, planner and env, first-party and third-party alike, is built and checked
-against the contract of its kind (wm_framework/contracts.py). A new plugin is tested here
-without a new test file; its ``example={...}`` registration meta gives small parameters
-(defaults otherwise).
+"""Contract tests driven by the registry (timm style): every registered component of
+every kind, first-party and third-party alike, is built and checked against the
+contract of its kind (wm_framework/contracts.py). A new plugin is tested here without a
+new test file; its ``example={...}`` registration meta gives small parameters (defaults
+otherwise) and a policy's ``example_env={...}`` the env to play it in (default the toy
+``bouncing_ball``).
 """
 
 from __future__ import annotations
@@ -127,3 +128,56 @@ def test_env_contract_labels_and_deterministic_reset(name):
         assert isinstance(float(reward), float) and isinstance(bool(term), bool) and isinstance(bool(trunc), bool)
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("name", _components("policies"))
+def test_policy_contract_plays_valid_actions_deterministically(name):
+    comp = wm_framework.components("policies")[name]
+    spec = dict(comp.meta.get("example_env") or {"type": "bouncing_ball"})
+    env = wm_framework.make_env(spec.pop("type"), **spec)
+    try:
+        runs = []
+        for _ in range(2):
+            policy = wm_framework.create("policies", name, env, **comp.meta.get("example", {}))
+            policy.reset(7)
+            obs, info = env.reset(seed=7)
+            actions = []
+            for _ in range(6):
+                action = policy(obs, info)
+                assert env.action_space.contains(np.asarray(action, dtype=env.action_space.dtype)
+                                                 if np.ndim(action) else action), (name, action)
+                actions.append(np.asarray(action).tolist())
+                obs, _, term, trunc, info = env.step(action)
+                if term or trunc:
+                    break
+            runs.append(actions)
+        assert runs[0] == runs[1], f"policy '{name}' is not deterministic given its seed"
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("name", _components("stages"))
+def test_stage_contract_builds_from_its_config_defaults(name):
+    comp = wm_framework.components("stages")[name]
+    assert callable(wm_framework.create("stages", name, **comp.meta.get("example", {})))
+    config = comp.meta.get("config")
+    if config is not None:  # the registered config validates the stage's recipe table
+        config = config.resolve() if hasattr(config, "resolve") else config
+        assert hasattr(config, "model_fields"), f"stage '{name}': config= must be a pydantic model"
+
+
+@pytest.mark.parametrize("name", _components("launchers"))
+def test_launcher_contract(name):
+    launcher, _ = _build("launchers", name)
+    assert callable(launcher)
+
+
+@pytest.mark.parametrize("name", _components("probe_presets"))
+def test_probe_preset_contract_gives_valid_tasks_and_reference(name):
+    from wm_framework.stages.probe.config import task_preset
+
+    tasks, reference = task_preset(name)
+    assert tasks and len({t.name for t in tasks}) == len(tasks)
+    if reference is not None:
+        assert set(reference.offsets) <= {t.name for t in tasks}
+

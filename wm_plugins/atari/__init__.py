@@ -32,7 +32,8 @@ _POLICIES = {
 def register_policies(register):
     """The Breakout data policies: center, heuristic, passive, random_active, wall_hugger."""
     for name, (cls, description) in _POLICIES.items():
-        register(name, lazy(f"wm_plugins.atari.policies:{cls}"), description=description)
+        register(name, lazy(f"wm_plugins.atari.policies:{cls}"), description=description,
+                 example_env={"type": "breakout", "obs_size": [84, 64]})  # the env the contract tests play it in
 
 
 @hookimpl

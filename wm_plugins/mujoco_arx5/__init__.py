@@ -45,4 +45,5 @@ def register_envs(register):
 def register_policies(register):
     """Scripted ARX5 data policy."""
     register("waypoints", lazy("wm_plugins.mujoco_arx5.policy:WaypointsPolicy"),
-             description="random joint waypoints, minimum-jerk, speed-capped, random gripper")
+             description="random joint waypoints, minimum-jerk, speed-capped, random gripper",
+             example_env={"type": "arx5", "max_episode_steps": 20})
