@@ -157,9 +157,9 @@ def test_ambiguous_layout_is_refused_unless_given(tmp_path):
     assert EpisodeStore.open(tmp_path / "s.zarr").obs_shape == (8, 3, 3)
 
 
-def test_grayscale_npy_shards_import_with_a_channel_and_build_a_model_context(tmp_path):
+def test_grayscale_npy_shards_import_with_a_channel_and_build_data_params(tmp_path):
     from wm_framework.recipe import load_recipe
-    from wm_framework.run_context import compute_model_context
+    from wm_framework.run_context import compute_data_params
 
     src = tmp_path / "shards"
     src.mkdir()
@@ -174,7 +174,7 @@ def test_grayscale_npy_shards_import_with_a_channel_and_build_a_model_context(tm
     s = import_store("npy-shards", src, tmp_path / "s.zarr")
     assert s.obs_shape == (5, 7, 1) and s.read("obs", 0, 3)[:, 0, 0, 0].tolist() == [0, 1, 2]
     recipe = load_recipe(ROOT / "recipes" / "toy_ball.toml", [f'data.train="{s.path}"'])
-    assert compute_model_context(recipe, s, np.arange(s.num_episodes))["obs_shape"] == [1, 5, 7]
+    assert compute_data_params(recipe, s, np.arange(s.num_episodes))["obs_shape"] == [1, 5, 7]
 
 
 def test_a_store_with_two_axis_pixels_is_refused_when_opened(tmp_path):

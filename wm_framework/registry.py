@@ -129,7 +129,7 @@ class Component:
             return ""
 
     def params(self) -> list[Param]:
-        """Keyword parameters the factory accepts (context parameters included)."""
+        """Keyword parameters the factory accepts (data parameters included)."""
         try:
             sig = inspect.signature(self.factory)
         except (TypeError, ValueError):

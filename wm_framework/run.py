@@ -66,7 +66,7 @@ def run_stages(ctx: RunContext, stages: list[str]) -> None:
             continue
         if info.enabled and stage in ALL_RANK_STAGES:
             if info.is_main:
-                ctx.model_context()  # written once, by rank 0
+                ctx.data_params()  # written once, by rank 0
             distributed.barrier()
         _run_stage(ctx, reg, stage)
 

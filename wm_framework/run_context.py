@@ -21,7 +21,7 @@ from wm_framework.errors import WMUsageError
 from wm_framework.recipe import Recipe, load_toml, validate
 from wm_framework.atomic import atomic_write_json, atomic_write_text
 
-CONTEXT_FILE = "model_context.json"
+DATA_PARAMS_FILE = "model_context.json"  # the data parameters; the file keeps its first name so older runs load
 # Report sections appear in this order; unknown keys follow in insertion order.
 SECTION_ORDER = ["summary", "data", "train", "learning_curve", "probe", "eval", "plan", "surprise", "straightness", "sweep"]
 
@@ -165,21 +165,21 @@ class RunContext:
         return WindowSampler(self.stores()["train"], self.splits()[split], length, d.frameskip, mode=d.mode, labels=labels)
 
     # -- models -----------------------------------------------------------------------
-    def model_context(self) -> dict:
+    def data_params(self) -> dict:
         """Shapes and statistics passed to factories that ask for them (saved with the run)."""
-        f = self.path / CONTEXT_FILE
+        f = self.path / DATA_PARAMS_FILE
         if f.is_file():
             return json.loads(f.read_text())
-        ctx = compute_model_context(self.recipe, self.stores()["train"], self.splits()["train"])
-        atomic_write_json(f, ctx)
-        return ctx
+        params = compute_data_params(self.recipe, self.stores()["train"], self.splits()["train"])
+        atomic_write_json(f, params)
+        return params
 
     def build_model(self, train: bool = False):
         """The recipe's WorldModel with fresh weights (seeded), on CPU; eval mode unless ``train``."""
         import torch
 
         torch.manual_seed(self.recipe.seed)
-        model = build_world_model(self.recipe, self.model_context())
+        model = build_world_model(self.recipe, self.data_params())
         return model.train(train)
 
     def load_model(self, checkpoint: str | Path = "last", device=None):
@@ -188,7 +188,7 @@ class RunContext:
 
         path = self.checkpoint_path(checkpoint)
         weights = load_model_weights(path)  # a .pt checkpoint (weights_only) or .safetensors weights
-        model = build_world_model(self.recipe, self.model_context())
+        model = build_world_model(self.recipe, self.data_params())
         load_state_dict_strict(model, weights, str(path))
         return model.to(device or "cpu").eval()
 
@@ -257,7 +257,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> RunContext:
 
 
 # ----------------------------------------------------------------------------- model building
-def compute_model_context(recipe: Recipe, store, train_episodes) -> dict:
+def compute_data_params(recipe: Recipe, store, train_episodes) -> dict:
     """obs_shape, action spec, frameskip, history and (for state stores) normalisation stats."""
     d = recipe.data
     shape = tuple(store.obs_shape)

@@ -16,7 +16,7 @@ class IdentityEncoder(nn.Module):
     """Flatten each frame: z_t = obs_t (states, or tiny images).
 
     Args:
-        obs_shape: per-frame shape (context parameter, filled by the core).
+        obs_shape: per-frame shape (data parameter, filled by the core).
     """
 
     def __init__(self, obs_shape: tuple = (1,)):
@@ -31,7 +31,7 @@ class MLPEncoder(nn.Module):
     """Per-frame MLP: flatten -> [Linear -> GELU] x depth -> Linear(latent_dim).
 
     Args:
-        obs_shape: per-frame shape (context parameter).
+        obs_shape: per-frame shape (data parameter).
         latent_dim: output width D.
         hidden: hidden width.
         depth: hidden layers.
@@ -58,8 +58,8 @@ class MLPPredictor(nn.Module):
     """Per-step MLP on [z_t, a_t] -> z_{t+1} (no memory beyond the current step; causal by construction).
 
     Args:
-        latent_dim: latent width D (context parameter).
-        action_dim: action block width (context parameter).
+        latent_dim: latent width D (data parameter).
+        action_dim: action block width (data parameter).
         hidden: hidden width.
         depth: hidden layers.
         residual: predict z_t + f(z_t, a_t) instead of f(z_t, a_t).

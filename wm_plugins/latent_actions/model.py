@@ -167,7 +167,7 @@ def make_frames_encoder(grayscale: bool = False, size=None, obs_shape=(1, 64, 64
     Args:
         grayscale: convert RGB frames to luma (1 channel).
         size: resize frames to this (int or [H, W]); null keeps the stored size.
-        obs_shape: context parameter (stored frame shape C,H,W), set by the core.
+        obs_shape: data parameter (stored frame shape C,H,W), set by the core.
     """
     return FramesEncoder(grayscale, size, tuple(obs_shape))
 
@@ -201,9 +201,9 @@ def make_latent_action_vqvae(idm: str = "cross_attention", codebook_size: int = 
         a2l_hidden: hidden width of the action-to-latent MLP.
         data_init: start the codebook from the first training batch's encoder outputs.
         size: frame size [H, W] when the `frames` encoder resizes (null: the stored size).
-        latent_dim: context parameter, the encoder's out_dim (C*H*W).
-        action_dim: context parameter, width of the float action block.
-        obs_shape: context parameter (stored frame shape C,H,W).
+        latent_dim: data parameter, the encoder's out_dim (C*H*W).
+        action_dim: data parameter, width of the float action block.
+        obs_shape: data parameter (stored frame shape C,H,W).
     """
     c, h, w = (int(v) for v in obs_shape)
     hw = _size(size) or (h, w)

@@ -63,7 +63,7 @@ def build_vit_encoder(
         stem: "patch" (LeWM: one conv with stride = patch_size) or "conv" (log2(patch_size)
             3x3 stride-2 convs with BatchNorm and ReLU, then a 1x1 conv: the same token grid,
             but a small object is seen whole by overlapping windows; needs a power-of-two patch).
-        obs_shape: (C, H, W) of one frame; context parameter passed by the core. Only
+        obs_shape: (C, H, W) of one frame; data parameter passed by the core. Only
             checked (1 or 3 channels); any H, W is resized on the fly.
     """
     if preset not in VIT_PRESETS:
@@ -113,9 +113,9 @@ def build_ar_transformer(
 
     Args:
         preset: named size; "lewm" = 6 blocks, 16 heads x 64 dims, MLP 2048, dropout 0.1.
-        latent_dim: width D of the latents in and out; context parameter (encoder.out_dim).
-        action_dim: width of one frame's float action block (frameskip x n); context parameter.
-        history: context frames the predictor attends to (learned positions); context parameter.
+        latent_dim: width D of the latents in and out; data parameter (encoder.out_dim).
+        action_dim: width of one frame's float action block (frameskip x n); data parameter.
+        history: context frames the predictor attends to (learned positions); data parameter.
         depth: number of transformer blocks; overrides the preset.
         heads: attention heads; overrides the preset.
         head_dim: width of each head (inner attention width = heads x head_dim).

@@ -216,7 +216,7 @@ def make_frame_stack_cnn(frames: int = 4, grayscale: bool = True, size=84, laten
         size: frame size the model works at: int, [H, W], or null to keep the stored size.
         latent_dim: width of the latent vector (the encoder's out_dim).
         channels: conv widths of the four stride-2 stages.
-        obs_shape: context parameter (stored frame shape C,H,W), set by the core.
+        obs_shape: data parameter (stored frame shape C,H,W), set by the core.
         skip: append the stacked input frames, flattened, to z (out_dim grows by frames*C*H*W) so a
             decoder with ``skip_frames`` can copy and shift pixels instead of redrawing them.
     """
@@ -230,8 +230,8 @@ def make_cnn_decoder(latent_dim: int = 512, action_dim: int = 15, history: int =
     """Upsampling decoder predicting the next frame, action-conditioned by FiLM; output [B,T,C*H*W].
 
     Args:
-        latent_dim: context parameter, the encoder's out_dim.
-        action_dim: context parameter, width of the float action block (frameskip * n_actions).
+        latent_dim: data parameter, the encoder's out_dim.
+        action_dim: data parameter, width of the float action block (frameskip * n_actions).
         history: frames kept as context in rollouts; must be >= the encoder's `frames`.
         grayscale: predict gray frames; must match the encoder.
         size: predicted frame size (int or [H, W], or null for the stored size); must match the encoder's.
@@ -242,7 +242,7 @@ def make_cnn_decoder(latent_dim: int = 512, action_dim: int = 15, history: int =
             those frames and the output is the last frame plus a learned change.
         flow: also predict a coarse motion field and warp the last frame with it before adding the
             change (needs ``skip_frames``): a scrolling camera becomes a shift, not a redraw.
-        obs_shape: context parameter (stored frame shape C,H,W), set by the core.
+        obs_shape: data parameter (stored frame shape C,H,W), set by the core.
     """
     if size is None:
         if obs_shape is None:

@@ -86,7 +86,7 @@ def run_plan(ctx, cfg: PlanConfig) -> dict:
 
     box = None
     if spec.kind == "continuous":
-        stats = ctx.model_context().get("action_stats") or {"mean": [0.0] * spec.n, "std": [1.0] * spec.n}
+        stats = ctx.data_params().get("action_stats") or {"mean": [0.0] * spec.n, "std": [1.0] * spec.n}
         space = env.action_space
         box = ActionBox(np.asarray(stats["mean"]), np.asarray(stats["std"]),
                         getattr(space, "low", None), getattr(space, "high", None))
