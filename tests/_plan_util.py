@@ -101,7 +101,7 @@ type = "mse"
 def run_toy_recipe(tmp, name: str, body: str, hidden: int):
     """Write TOY_RECIPE_HEAD + ``body`` as a recipe in ``tmp`` and run it: the run (or sweep) directory."""
     from wm_framework.plugins import reset_registry
-    from wm_framework.run import run_recipe
+    from wm_framework.runs.run import run_recipe
 
     reset_registry()
     recipe = tmp / "r.toml"

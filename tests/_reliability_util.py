@@ -61,7 +61,7 @@ def _child(task: str, kwargs: dict) -> None:
 
         collect(progress=False, **kwargs)
     elif task == "run":
-        from wm_framework.run import run_recipe
+        from wm_framework.runs.run import run_recipe
 
         run_recipe(progress=False, **kwargs)
     else:
@@ -76,7 +76,7 @@ def _serve() -> None:
     torch.set_num_threads(1)
     import torch._dynamo  # noqa: F401 - the optimizer imports it lazily (~2 s)
     import wm_framework.data.collect  # noqa: F401
-    import wm_framework.run  # noqa: F401
+    import wm_framework.runs.run  # noqa: F401
     import wm_framework.train.loop  # noqa: F401
     from wm_framework.plugins import get_plugin_manager
 
@@ -174,6 +174,6 @@ def tiny_recipe(root: Path, name: str = "tiny.toml", latent: int = 8, steps: int
 
 def tiny_run(root: Path, **kw) -> Path:
     """Run tiny_recipe in this process and return its run directory."""
-    from wm_framework.run import run_recipe
+    from wm_framework.runs.run import run_recipe
 
     return run_recipe(str(tiny_recipe(root, **kw)), out=str(Path(root) / "runs"), progress=False)

@@ -72,7 +72,7 @@ def test_overlap_command_prints_the_line_and_json(tmp_path):
 # -- wm run reuses only a matching store ----------------------------------------------------------
 def _toy_ctx(tmp_path, *overrides):
     from wm_framework.recipe import load_recipe
-    from wm_framework.run_context import RunContext
+    from wm_framework.runs.context import RunContext
 
     recipe = load_recipe(ROOT / "recipes" / "toy_ball.toml",
                          [f'data.train="{tmp_path / "toy.zarr"}"', "data.collect.episodes=2", *overrides])
@@ -82,7 +82,7 @@ def _toy_ctx(tmp_path, *overrides):
 
 
 def test_run_refuses_a_store_built_with_other_env_params_and_rebuilds_on_request(tmp_path):
-    from wm_framework.store_reuse import ensure_stores
+    from wm_framework.runs.store_reuse import ensure_stores
 
     ensure_stores(_toy_ctx(tmp_path))
     assert EpisodeStore.open(tmp_path / "toy.zarr").obs_shape == (32, 32, 3)
@@ -101,7 +101,7 @@ def test_run_refuses_a_store_built_with_other_env_params_and_rebuilds_on_request
     ("data.collect.seed=7", "seed = 7"),                                      # other episodes
 ])
 def test_run_refuses_a_store_of_other_policies_or_seed(tmp_path, change, words):
-    from wm_framework.store_reuse import ensure_stores
+    from wm_framework.runs.store_reuse import ensure_stores
 
     ensure_stores(_toy_ctx(tmp_path))
     with pytest.raises(WMUsageError, match="was not built by data.collect") as err:
@@ -159,7 +159,7 @@ def test_ambiguous_layout_is_refused_unless_given(tmp_path):
 
 def test_grayscale_npy_shards_import_with_a_channel_and_build_data_params(tmp_path):
     from wm_framework.recipe import load_recipe
-    from wm_framework.run_context import compute_data_params
+    from wm_framework.runs.context import compute_data_params
 
     src = tmp_path / "shards"
     src.mkdir()
@@ -191,7 +191,7 @@ def test_a_store_with_two_axis_pixels_is_refused_when_opened(tmp_path):
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
     """A finished toy_ball smoke run, made with relative data paths from its own directory."""
-    from wm_framework.run import run_recipe
+    from wm_framework.runs.run import run_recipe
 
     root = tmp_path_factory.mktemp("toy")
     cwd = os.getcwd()
@@ -205,7 +205,7 @@ def toy_run(tmp_path_factory):
 
 
 def test_run_records_absolute_store_paths_and_opens_them_from_elsewhere(toy_run, tmp_path, monkeypatch):
-    from wm_framework.run_context import load_run
+    from wm_framework.runs.context import load_run
 
     monkeypatch.chdir(tmp_path)  # a directory where data/toy.zarr does not exist
     rec = json.loads((toy_run / "stores.json").read_text())
@@ -217,7 +217,7 @@ def test_run_records_absolute_store_paths_and_opens_them_from_elsewhere(toy_run,
 
 def test_data_override_on_a_run_and_its_errors(toy_run, tmp_path, monkeypatch):
     from wm_framework.commands.eval import eval_command
-    from wm_framework.run_context import load_run
+    from wm_framework.runs.context import load_run
 
     monkeypatch.chdir(tmp_path)
     other = tmp_path / "other.zarr"

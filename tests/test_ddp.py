@@ -106,7 +106,7 @@ def test_env_info_reads_torchrun_and_slurm_variables():
 
 def test_torchrun_command_single_and_multi_node():
     from wm_framework.errors import WMUsageError
-    from wm_framework.run import torchrun_command
+    from wm_framework.runs.run import torchrun_command
 
     cmd = torchrun_command(["r.toml", "train.steps=3", "--smoke"], nproc_per_node=2)
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]

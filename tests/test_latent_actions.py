@@ -176,7 +176,7 @@ def test_ball_box_error_and_entropy_plot(tmp_path):
 # ----------------------------------------------------------------------------- end to end (real ALE, Zarr, trainer)
 def test_recipe_end_to_end_on_breakout(tmp_path, monkeypatch):
     _ensure_plugin()
-    from wm_framework.run import run_recipe
+    from wm_framework.runs.run import run_recipe
 
     data = tomllib.loads((ROOT / "recipes" / "latent_actions_breakout.toml").read_text())
     data.pop("sweep")

@@ -49,7 +49,7 @@ def test_flop_count_of_a_linear_training_step_is_6_b_in_out():
 def test_channels_last_option_converts_the_cnn(tmp_path, monkeypatch):
     from benchmarks.train import MODELS, _recipe, write_store
     from wm_framework.recipe import validate
-    from wm_framework.run_context import RunContext, new_run_dir
+    from wm_framework.runs.context import RunContext, new_run_dir
     from wm_framework.train.loop import train
 
     torch.set_num_threads(1)

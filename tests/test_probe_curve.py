@@ -8,7 +8,7 @@ from conftest import ROOT
 
 
 def _run(tmp_path, *extra):
-    from wm_framework.run import run_recipe
+    from wm_framework.runs.run import run_recipe
 
     return run_recipe(str(ROOT / "recipes" / "toy_ball.toml"),
                       [f"data.train={tmp_path / 'ball.zarr'}", "train.steps=20", "train.eval_every=10",

@@ -116,7 +116,7 @@ def breakout_store(tmp_path_factory):
 def _probe_context(tmp_path, store_path):
     """A real RunContext whose test store is its train store: every training window is replayed."""
     from wm_framework.recipe import validate
-    from wm_framework.run_context import RunContext
+    from wm_framework.runs.context import RunContext
 
     recipe = validate({"name": "gap", "stages": ["probe"],
                        "data": {"train": store_path, "test": store_path, "window": WINDOW, "frameskip": FRAMESKIP,

@@ -193,7 +193,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def test_checkpoint_from_another_model_names_mismatched_keys(tmp_path, run_dir):
-    from wm_framework.run_context import load_run
+    from wm_framework.runs.context import load_run
 
     other = tiny_run(tmp_path, latent=5)  # same recipe, another latent size
     ctx = load_run(run_dir)
@@ -214,7 +214,7 @@ def _snapshot(d: Path) -> dict:
 
 @pytest.mark.parametrize("where", ["fsync", "replace"])
 def test_disk_full_while_writing_keeps_previous_state(tmp_path, run_dir, monkeypatch, where):
-    from wm_framework.run_context import load_run
+    from wm_framework.runs.context import load_run
     from wm_framework import atomic  # the writers (their os / tempfile are patched)
     from wm_framework.train import checkpoint as ck
 

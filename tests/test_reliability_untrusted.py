@@ -73,7 +73,7 @@ def test_pickle_payload_in_checkpoint_is_refused(tmp_path, run_dir, capsys):
     line = _one_error_line(capsys.readouterr().err)
     assert code == 2 and "last.pt" in line and "not a loadable checkpoint" in line and "refused to unpickle non-tensor data (" in line
     # ... and RunContext.load_model, which `wm eval` / `wm probe` use.
-    from wm_framework.run_context import load_run
+    from wm_framework.runs.context import load_run
 
     with pytest.raises(WMUsageError, match="not a loadable checkpoint"):
         load_run(run_dir).load_model("last")

@@ -46,7 +46,7 @@ video = false
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
-    from wm_framework.run import run_recipe
+    from wm_framework.runs.run import run_recipe
 
     tmp = tmp_path_factory.mktemp("truth")
     recipe = tmp / "r.toml"
@@ -94,7 +94,7 @@ def test_resume_applies_safe_overrides_and_records_them(finished_run, tmp_path):
 
 def test_resume_refuses_overrides_that_would_change_the_experiment(finished_run, tmp_path):
     from wm_framework.errors import WMUsageError
-    from wm_framework.run import run_recipe
+    from wm_framework.runs.run import run_recipe
 
     before = (finished_run / "recipe.resolved.toml").read_text()
     r = run_wm("run", "--resume", str(finished_run), "train.steps=40", "model.encoder.latent_dim=16", "seed=5",
@@ -112,7 +112,7 @@ def test_resume_refuses_overrides_that_would_change_the_experiment(finished_run,
 
 def test_resume_rules_for_measurement_tables_and_runs_setting_both_lengths():
     from wm_framework.errors import WMUsageError
-    from wm_framework.resume import is_safe, resume_overrides
+    from wm_framework.runs.resume import is_safe, resume_overrides
     from wm_framework.recipe import load_toml
 
     assert is_safe("train.probe_curve") and is_safe("train.probe_curve.every") and is_safe("train.views.images")

@@ -198,7 +198,7 @@ def test_bad_input_for_every_run_exits_2(sweep_dir, tmp_path, capsys):
 
 
 def test_grid_labels_with_commas_stay_whole():
-    from wm_framework.sweep_dirs import parse_run_labels
+    from wm_framework.runs.sweep_dirs import parse_run_labels
 
     labels = ["lr=0.1,steps=4", "lr=0.2,steps=4", "lr=0.2,steps=8"]
     assert parse_run_labels(["lr=0.2,steps=8,lr=0.1,steps=4"], labels) == ["lr=0.2,steps=8", "lr=0.1,steps=4"]

@@ -25,7 +25,7 @@ sys.exit(0 if sys.argv[3] == "ok" else 3)
 
 
 def _jobs(tmp_path: Path, n: int, seconds: float = 0.6, fail: set[int] = frozenset()):
-    from wm_framework.launchers import SweepJob
+    from wm_framework.runs.launchers import SweepJob
 
     jobs = []
     for i in range(n):
@@ -37,7 +37,7 @@ def _jobs(tmp_path: Path, n: int, seconds: float = 0.6, fail: set[int] = frozens
 
 
 def test_gpu_list_parsing_and_slots():
-    from wm_framework.launchers import gpu_slots, visible_gpus
+    from wm_framework.runs.launchers import gpu_slots, visible_gpus
 
     assert visible_gpus({"WM_FAKE_GPUS": "2"}) == ["0", "1"]
     assert visible_gpus({"WM_FAKE_GPUS": "0,3"}) == ["0", "3"]
@@ -47,7 +47,7 @@ def test_gpu_list_parsing_and_slots():
 
 
 def test_local_launcher_spreads_and_packs_runs_over_fake_gpus(tmp_path, monkeypatch):
-    from wm_framework.launchers import LocalLauncher
+    from wm_framework.runs.launchers import LocalLauncher
 
     monkeypatch.setenv("WM_FAKE_GPUS", "2")
     jobs = _jobs(tmp_path, 5)
@@ -70,7 +70,7 @@ def test_local_launcher_spreads_and_packs_runs_over_fake_gpus(tmp_path, monkeypa
 
 def test_local_launcher_one_per_gpu_and_failures_are_named(tmp_path, monkeypatch):
     from wm_framework.errors import WMRuntimeError
-    from wm_framework.launchers import LocalLauncher
+    from wm_framework.runs.launchers import LocalLauncher
 
     monkeypatch.setenv("WM_FAKE_GPUS", "0,3")
     jobs = _jobs(tmp_path, 3, seconds=0.3, fail={1})
@@ -82,7 +82,7 @@ def test_local_launcher_one_per_gpu_and_failures_are_named(tmp_path, monkeypatch
 
 
 def test_without_gpus_jobs_run_inline_in_sequence(tmp_path, monkeypatch):
-    from wm_framework.launchers import LocalLauncher, SweepJob
+    from wm_framework.runs.launchers import LocalLauncher, SweepJob
 
     monkeypatch.delenv("WM_FAKE_GPUS", raising=False)
     order = []
@@ -93,7 +93,7 @@ def test_without_gpus_jobs_run_inline_in_sequence(tmp_path, monkeypatch):
 
 def test_launchers_register_through_the_hook_and_recipe_table_resolves(tmp_path):
     from wm_framework.errors import WMUsageError
-    from wm_framework.launchers import LocalLauncher, check_launcher, resolve_launcher
+    from wm_framework.runs.launchers import LocalLauncher, check_launcher, resolve_launcher
     from wm_framework.plugins import get_registry
 
     reg = get_registry()

@@ -39,7 +39,7 @@ LATENT = {"encoder": {"type": "mlp", "latent_dim": 8, "hidden": 16},
 def _train(tmp_path, store, model=NEXTFRAME, **views):
     """Four optimiser steps, validation every two; returns (run directory, RunContext)."""
     from wm_framework.recipe import validate
-    from wm_framework.run_context import RunContext, new_run_dir
+    from wm_framework.runs.context import RunContext, new_run_dir
     from wm_framework.train.loop import train
 
     views = {"video_horizon": HORIZON, "video_windows": 2, "image_windows": 3, **views}
@@ -131,7 +131,7 @@ def test_a_view_that_fails_to_write_is_a_warning_not_the_end_of_training(tmp_pat
 
 
 def test_view_keys_may_change_on_resume():
-    from wm_framework.resume import is_safe
+    from wm_framework.runs.resume import is_safe
 
     assert is_safe("train.views.videos") and is_safe("train.views.image_every")
     assert not is_safe("train.viewsx") and not is_safe("train.lr")

@@ -21,7 +21,7 @@ import torch
 import wm_framework
 from wm_framework.model import prepare_obs
 from wm_framework.stages.probe.probes import RidgeProbe, TorchProbe, r2_score
-from wm_framework.run_context import load_run
+from wm_framework.runs.context import load_run
 
 LABELS = ["paddle_x", "ball_x", "ball_y"]
 BASE = dict(image_size=[80, 72], patch_size=8, width=128, depth=4, heads=4, mlp_dim=512, crop=[32, 196, 8, 152],

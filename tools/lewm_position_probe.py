@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import torch
 
-from wm_framework.run_context import load_run
+from wm_framework.runs.context import load_run
 from wm_framework.model import prepare_obs
 from wm_framework.stages.probe.probes import RidgeProbe, r2_score
 torch.set_num_threads(2)

@@ -10,7 +10,7 @@ something is built or a recipe validated, so `wm --help` stays fast):
 * planners: ``cem`` (continuous actions) and ``cem_discrete`` (action ids), LeWM's CEM
   defaults;
 * launchers: ``local`` (sequential on CPU, one pinned process per GPU slot). A plugin
-  adds Ray, SLURM, ... the same way, with the protocol of ``wm_framework/launchers.py``.
+  adds Ray, SLURM, ... the same way, with the protocol of ``wm_framework/runs/launchers.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def data_stage():
     """Build missing stores from the recipe's data.collect / data.collect_test tables."""
 
     def run(ctx):
-        from wm_framework.store_reuse import ensure_stores
+        from wm_framework.runs.store_reuse import ensure_stores
 
         ensure_stores(ctx)
 
@@ -88,5 +88,5 @@ def register_planners(register):
 @hookimpl
 def register_launchers(register):
     """Core launchers: local (sequential on CPU, one process per GPU slot with GPUs)."""
-    register("local", lazy("wm_framework.launchers:LocalLauncher"),
+    register("local", lazy("wm_framework.runs.launchers:LocalLauncher"),
              description="runs in sequence on CPU; spread over the visible GPUs (CUDA_VISIBLE_DEVICES, per_gpu runs each)")

@@ -195,14 +195,14 @@ def run_cmd(recipe: Optional[str] = typer.Argument(None, help="Recipe TOML file,
         raise WMUsageError(f"--smoke and --preset {preset}: choose one (--smoke means --preset smoke)")
     preset = preset or ("smoke" if smoke else None)
     if nproc_per_node is not None or nnodes > 1:
-        from wm_framework.run import launch_torchrun
+        from wm_framework.runs.run import launch_torchrun
 
         args = ([recipe] if recipe else []) + list(overrides or [])
         args += (["--preset", preset] if preset else []) + (["--out", str(out)] if out else []) + (["--resume", str(resume)] if resume else [])
         rc = launch_torchrun(args, nproc_per_node=nproc_per_node or 1, nnodes=nnodes, node_rank=node_rank,
                              master_addr=master_addr, master_port=master_port)
         raise typer.Exit(rc)
-    from wm_framework.run import run_recipe
+    from wm_framework.runs.run import run_recipe
     from wm_framework.train.distributed import env_info
 
     path = run_recipe(recipe, overrides or [], out=str(out) if out else None,

@@ -1,7 +1,7 @@
 """`wm eval RUN_DIR`: open-loop rollout evaluation of a finished (or running) run.
 
 Given a sweep directory it evaluates each of its runs (or those named by ``--runs``) and
-writes one comparison table into the sweep's report (``wm_framework.sweep_dirs``).
+writes one comparison table into the sweep's report (``wm_framework.runs.sweep_dirs``).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def eval_cmd(
     rollout_metrics.csv, plots and report section, and writes a comparison table (the model's
     error per horizon, copy-last's) into the sweep's report.md and results.json["sweep_eval"].
     """
-    from wm_framework.sweep_dirs import on_sweep
+    from wm_framework.runs.sweep_dirs import on_sweep
 
     if on_sweep("eval", "Open-loop rollouts across the sweep", run_dir, runs,
                 lambda path: eval_command(path, horizons, episodes, checkpoint, split, video, data, test_data),

@@ -3,7 +3,7 @@
 The recipe's ``[plan]`` table (defaults when it has none) is the starting point; the
 options override it. Results go to ``plan.json``, ``results.json["plan"]`` and report.md.
 Given a sweep directory it plans with each of its runs (or those named by ``--runs``)
-and writes one comparison table into the sweep's report (``wm_framework.sweep_dirs``).
+and writes one comparison table into the sweep's report (``wm_framework.runs.sweep_dirs``).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def plan_cli(
     own plan.json and report section, and writes a comparison table (success rates, planning
     time) into the sweep's report.md and results.json["sweep_plan"].
     """
-    from wm_framework.sweep_dirs import on_sweep
+    from wm_framework.runs.sweep_dirs import on_sweep
 
     options = dict(episodes=episodes, k=k, budget=budget, planner=planner, samples=samples, iterations=iterations,
                    elites=elites, horizon=horizon, cost=cost, context=context, checkpoint=checkpoint, split=split,

@@ -3,7 +3,7 @@
 The recipe's ``[probe]`` table (defaults when it has none) decides tasks, probes and
 baselines; the options choose checkpoints and an alternative held-out store. Given a
 sweep directory it probes each of its runs (or those named by ``--runs``) and writes one
-comparison table into the sweep's report (``wm_framework.sweep_dirs``).
+comparison table into the sweep's report (``wm_framework.runs.sweep_dirs``).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def probe_cli(
     probes.json and report section, and writes a comparison table (test R^2 per task on the
     last probed checkpoint) into the sweep's report.md and results.json["sweep_probe"].
     """
-    from wm_framework.sweep_dirs import on_sweep
+    from wm_framework.runs.sweep_dirs import on_sweep
 
     if on_sweep("probe", "Probes across the sweep", run_dir, runs,
                 lambda path: probe_command(path, checkpoints, test_store, data), probe_row, typer.echo):

@@ -50,7 +50,7 @@ def _merge(base: dict, extra: dict) -> dict:
 
 def open_run(run_dir: Path, data: Path | None = None, test_data: Path | None = None):
     """The RunContext of ``run_dir``, reading other stores when ``data`` / ``test_data`` are given."""
-    from wm_framework.run_context import load_run
+    from wm_framework.runs.context import load_run
 
     ctx = load_run(run_dir)
     if data is not None or test_data is not None:
@@ -112,7 +112,7 @@ def stage_cli(
     The recipe's [NAME] table gives the defaults, --set overrides them. Results, plots and
     the report section go into the run directory as when `wm run` runs the stage.
     """
-    from wm_framework.sweep_dirs import on_sweep
+    from wm_framework.runs.sweep_dirs import on_sweep
 
     if on_sweep(f"stage_{name}", f"Stage {name} across the sweep", run_dir, runs,
                 lambda path: stage_command(name, path, sets, data, test_data), lambda _: {}, typer.echo):

@@ -2,7 +2,7 @@
 
 The recipe's ``[surprise]`` / ``[straightness]`` tables are the defaults; options override.
 Given a sweep directory each command acts on each of its runs (or those named by ``--runs``)
-and writes one comparison table into the sweep's report (``wm_framework.sweep_dirs``).
+and writes one comparison table into the sweep's report (``wm_framework.runs.sweep_dirs``).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def surprise_cli(
     surprise.json, plot and report section, and writes a comparison table (surprise ratios,
     p-values) into the sweep's report.md and results.json["sweep_surprise"].
     """
-    from wm_framework.sweep_dirs import on_sweep
+    from wm_framework.runs.sweep_dirs import on_sweep
 
     options = dict(episodes=episodes, length=length, perturb_at=perturb_at, checkpoint=checkpoint, seed=seed,
                    data=data, test_data=test_data)
@@ -99,7 +99,7 @@ def straightness_cli(
     results, plot and report section, and writes a comparison table (straightness of the first
     and last checkpoint) into the sweep's report.md and results.json["sweep_straightness"].
     """
-    from wm_framework.sweep_dirs import on_sweep
+    from wm_framework.runs.sweep_dirs import on_sweep
 
     options = dict(windows=windows, length=length, data=data, test_data=test_data)
     if on_sweep("straightness", "Temporal straightness across the sweep", run_dir, runs,

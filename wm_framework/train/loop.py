@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from wm_framework.errors import WMRuntimeError
-from wm_framework.run_context import RunContext, build_losses
+from wm_framework.runs.context import RunContext, build_losses
 from wm_framework.train import distributed
 from wm_framework.train.checkpoint import atomic_write_json, load_checkpoint, load_state_dict_strict, save_checkpoint
 from wm_framework.train.logger import MetricsLogger, Progress

@@ -5,7 +5,7 @@ A recipe names its stores relative to the directory ``wm run`` starts in
 notebook usually run somewhere else, so the run directory records the absolute paths
 once, in ``stores.json``, while the relative ones still mean what the recipe meant:
 when the data stage starts (before it builds anything) or, for runs without one, when
-the stores are first opened. Every later :func:`~wm_framework.run_context.load_run` reads them
+the stores are first opened. Every later :func:`~wm_framework.runs.context.load_run` reads them
 back. ``--data`` / ``--test-data`` (:func:`use_stores`) point one command at other
 stores without touching the record.
 """

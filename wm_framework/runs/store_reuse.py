@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from wm_framework.errors import WMUsageError
-from wm_framework.run_context import RunContext
+from wm_framework.runs.context import RunContext
 
 
 def ensure_stores(ctx: RunContext) -> None:
@@ -26,7 +26,7 @@ def ensure_stores(ctx: RunContext) -> None:
     d = ctx.recipe.data
     if d is None:
         return
-    from wm_framework.store_paths import record_store_paths
+    from wm_framework.runs.store_paths import record_store_paths
 
     record_store_paths(ctx)  # before anything else changes directory: later commands run from anywhere
     d = ctx.recipe.data

@@ -9,7 +9,7 @@ and write one comparison table, so the five commands share the behaviour instead
 copying it.
 
 The table goes into the parent's ``report.md`` (section ``sweep_<command>``) and its
-``results.json["sweep_<command>"]`` through :class:`~wm_framework.run_context.RunContext`,
+``results.json["sweep_<command>"]`` through :class:`~wm_framework.runs.context.RunContext`,
 whose writes are atomic. It is rewritten after every run, so an interrupted sweep
 keeps the rows done so far. Each run still gets its own outputs exactly as when the
 command is given that run's directory. A run that fails is recorded in its row and
@@ -121,7 +121,7 @@ def compare_runs(command: str, title: str, runs: list[SweepRun], parent: str | P
     recorded in its row and the next run starts; Ctrl-C stops the loop, the table
     keeping what was done.
     """
-    from wm_framework.run_context import load_run
+    from wm_framework.runs.context import load_run
 
     parent_ctx = load_run(parent)
     comp = SweepComparison(command, Path(parent))

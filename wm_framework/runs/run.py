@@ -21,7 +21,7 @@ import tomli_w
 
 from wm_framework.errors import WMRuntimeError, WMUsageError
 from wm_framework.recipe import expand_sweep, load_toml, parse_overrides, resolve, validate
-from wm_framework.run_context import RunContext, git_revision, load_run, new_run_dir
+from wm_framework.runs.context import RunContext, git_revision, load_run, new_run_dir
 from wm_framework.train import distributed
 from wm_framework.atomic import atomic_write_json, atomic_write_text
 
@@ -102,7 +102,7 @@ def run_recipe(recipe_path: str | None, overrides: list[str] | None = None, smok
         for label, sub in expand_sweep(data):
             validate(sub)
         if recipe.sweep is not None:
-            from wm_framework.launchers import check_launcher
+            from wm_framework.runs.launchers import check_launcher
 
             check_launcher(recipe.sweep.launcher)
         path = None
@@ -123,7 +123,7 @@ def _resumed_context(resume: str, recipe_path: str | None, overrides: list[str],
                      preset: str | None, is_main: bool) -> tuple[RunContext, dict]:
     """The run to resume, with the overrides that are safe to change applied and recorded
     (``resume.py``); anything else is refused before training continues."""
-    from wm_framework.resume import record_resume, resume_overrides
+    from wm_framework.runs.resume import record_resume, resume_overrides
 
     if recipe_path is not None:
         # `wm run --resume RUN KEY=VALUE` puts the first override where the recipe goes.
@@ -183,7 +183,7 @@ def launch_torchrun(run_args: list[str], **kw) -> int:
 
 
 def _run_all(ctx: RunContext, data: dict, resumed: bool) -> None:
-    from wm_framework.launchers import LocalLauncher, SweepJob, job_command, resolve_launcher
+    from wm_framework.runs.launchers import LocalLauncher, SweepJob, job_command, resolve_launcher
 
     info = distributed.current()
     runs = expand_sweep(data)

@@ -103,7 +103,7 @@ class RunContext:
 
             if self.recipe.data is None:
                 raise WMUsageError("data: this recipe has no [data] section")
-            from wm_framework.store_paths import record_store_paths
+            from wm_framework.runs.store_paths import record_store_paths
 
             # Opened from here, so here is what the recipe's relative paths meant. Recorded
             # first: recording points the context at the absolute paths (and resets _stores).
@@ -115,7 +115,7 @@ class RunContext:
 
     def use_stores(self, train: str | None = None, test: str | None = None) -> None:
         """Read other train / test stores in this context only (``--data`` / ``--test-data``)."""
-        from wm_framework.store_paths import use_stores
+        from wm_framework.runs.store_paths import use_stores
 
         use_stores(self, train, test)
 
@@ -247,7 +247,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> RunContext:
         raise WMUsageError(f"{path}: not a run directory (no recipe.resolved.toml)")
     recipe = validate(load_toml(rfile))
     ctx = RunContext(path, recipe, device=device)
-    from wm_framework.store_paths import apply_store_paths
+    from wm_framework.runs.store_paths import apply_store_paths
 
     apply_store_paths(ctx)  # the absolute store paths recorded by `wm run`: works from any directory
     meta = path / "run.json"

@@ -88,7 +88,7 @@ def record_resume(run_dir: Path, data: dict, changes: list[dict]) -> None:
     import tomli_w
 
     from wm_framework.atomic import atomic_write_json, atomic_write_text
-    from wm_framework.run import _toml_safe  # the same conversion as the run's first write
+    from wm_framework.runs.run import _toml_safe  # the same conversion as the run's first write
 
     if not changes:
         return
