@@ -7,7 +7,7 @@ something is built or a recipe validated, so `wm --help` stays fast):
 * stages: ``data`` and ``train`` (the core's own), ``probe``, ``eval``, ``plan``,
   ``surprise`` and ``straightness`` (``wm_framework/stages/``);
 * probes: ``linear``, ``mlp`` (-> 256 -> 128, ReLU) and ``ridge`` (closed form);
-* planners: ``cem`` (continuous actions) and ``cem_discrete`` (action ids), LeWM's CEM
+* planners: ``cem`` (continuous actions) and ``cem_discrete`` (action ids), the published CEM
   defaults;
 * launchers: ``local`` (sequential on CPU, one pinned process per GPU slot). A plugin
   adds Ray, SLURM, ... the same way, with the protocol of ``wm_framework/runs/launchers.py``.

@@ -12,7 +12,7 @@ Optional predictor hooks (duck-typed, all have defaults; only the methods of
 :meth:`WorldModel.step`):
 
 - ``make_target(z, obs) -> Tensor[B, L-1, D_out]``: the training target aligned with
-  ``pred``. Default: ``z[:, 1:]`` (the next latent, not detached: LeWM's choice).
+  ``pred``. Default: ``z[:, 1:]`` (the next latent, not detached: the published JEPA's choice).
 - ``history: int``: how many past steps the predictor attends to (rollouts keep that many).
 - ``next_latent(pred_t, z_t) -> z_{t+1}``: turn one prediction into the next latent for
   open-loop rollouts in latent space. Default: ``pred_t``.

@@ -45,7 +45,7 @@ def normalize_kind(kind: str) -> str:
 class LazyFactory:
     """A factory named by "package.module:attr", imported only when built or inspected.
 
-    Registering ``lazy("wm_plugins.lewm.vit:ViTEncoder")`` instead of the class keeps
+    Registering ``lazy("my_pkg.nets:ViTEncoder")`` instead of the class keeps
     plugin loading free of torch, so `wm --help` and `wm plugins list` stay fast.
     """
 

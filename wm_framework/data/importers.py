@@ -189,7 +189,7 @@ def _hdf5(src: str, layout: str | None = None):
     Columns: the observation (pixels|image|obs|observation|state), ``action``,
     optional ``reward``, ``terminated``; every other dataset with one value (or a
     vector) per row becomes a label (``name`` or ``name_0``, ``name_1``...). If every
-    episode's first action is NaN, actions are "previous action" aligned (as in LeWM's
+    episode's first action is NaN, actions are "previous action" aligned (as in the published JEPA's
     files) and are shifted so that row t holds the action taken at obs_t.
     """
     import h5py

@@ -1,7 +1,7 @@
 """Pixel layouts of imported observations: channel-last, channel-first or grayscale -> (H, W, C).
 
 A store always holds pixels as (N, H, W, C) uint8. Other formats also use (C, H, W)
-(the LeWM / stable-worldmodel HDF5 files allow it, PyTorch code writes it) and plain
+(the published JEPA's / stable-worldmodel's HDF5 files allow it, PyTorch code writes it) and plain
 (H, W) grayscale frames. Reading (3, 32, 32) as channel-last gives 3x32 images with 32
 channels that every later step accepts, so the layout is decided here, once, per source:
 detected from the frame shape when only one reading makes sense, otherwise refused

@@ -1,7 +1,7 @@
 """How many windows of one store occur, bit for bit, in another (``wm data overlap``).
 
 A held-out store is only held out if its windows are not also training windows. A
-deterministic env (ALE Breakout without sticky actions) replays the same frames
+deterministic env (an Atari emulator without sticky actions) replays the same frames
 whenever a policy happens to repeat its decisions, so fresh seeds are no proof:
 measure. Windows are those of the sampler (``window`` frames ``frameskip`` rows
 apart, inside one episode); two windows are shared when every observation in them is

@@ -6,7 +6,7 @@ baseline at every reported horizon:
 
 * **regions**: the MSE inside named boxes of the frame (recipe data, in fractions of
   the frame: ``[top, bottom, left, right]``), and in the rest of the frame. The core
-  knows no game; a recipe says where things are (CoinRun's camera follows the player,
+  knows no game; a recipe says where things are (a platformer's camera follows the player,
   so the player is the centre box).
 * **motion**: rollouts split by how much the true scene changed since the last context
   frame (the copy-last error at that horizon): ``still`` below ``MOTION_THRESHOLD``,

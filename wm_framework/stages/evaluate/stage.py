@@ -8,7 +8,7 @@ Recipe table (validated by :class:`EvalConfig`)::
     split = "test"           # the test store if the recipe has one, else holdout, else val (named as such)
     video = true
     [eval.reference]         # published figures to put next to ours (optional)
-    label = "reference CoinRun next-frame CNN, 10k steps"
+    label = "reference next-frame CNN, 10k steps"
     mse = 0.00205
     psnr = 26.9
     ssim = 0.863

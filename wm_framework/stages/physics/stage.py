@@ -5,8 +5,8 @@
 t (teacher-forced, the model's own history window). Each task replays one held-out
 episode three times from the same recorded state with the same recorded actions:
 unperturbed; with a *physical* perturbation between frames p-1 and p (the env's
-``perturb_physical`` capability; Breakout: the
-ball teleported by writing emulator RAM; ARX5: the joints jumped via ``data.qpos``); and
+``perturb_physical`` capability: an object teleported, joints jumped, written into the
+simulator's state); and
 with a *visual* one from frame p on (the ball and paddle recoloured in the pixels). A
 model that understands the physics should be surprised by the teleport, much less by
 the colour change. Reported: the curves, the ratio perturbed/unperturbed at step p
@@ -14,7 +14,7 @@ and a paired one-sided Wilcoxon test over tasks.
 
 **Temporal straightness**: the mean cosine between consecutive latent velocities
 ``v_t = z_{t+1} - z_t`` over held-out windows, for every saved checkpoint, against the
-training step (LeWM reports that latent trajectories straighten during training).
+training step (the published JEPA reports that latent trajectories straighten during training).
 """
 
 from __future__ import annotations

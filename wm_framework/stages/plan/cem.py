@@ -1,6 +1,6 @@
 """Cross-entropy-method planners over action sequences, and the costs they minimise.
 
-LeWM's planner (REFERENCE §1): 300 samples, 30 iterations, 30 elites, initial std 1,
+The published JEPA planner (REFERENCE §1): 300 samples, 30 iterations, 30 elites, initial std 1,
 horizon 5 action blocks, candidate 0 = the current mean, cost = squared L2 between the
 last predicted latent and the goal image's latent; the whole plan is executed, then
 the agent re-plans. ``CEMPlanner`` is that for continuous actions (sampled in
@@ -48,7 +48,7 @@ class Goal:
 
 
 def latent_cost(rollout: dict, goal: Goal, model=None) -> torch.Tensor:
-    """Squared L2 between the last predicted latent and the goal latent (LeWM's cost)."""
+    """Squared L2 between the last predicted latent and the goal latent (the published cost)."""
     return (rollout["latents"][:, -1] - goal.z.reshape(1, -1)).pow(2).sum(-1)
 
 
@@ -90,7 +90,7 @@ class StateCost:
 class TargetCost:
     """Squared L2 between ``feature(raw_state [N, D]) -> [N, k]`` and ``goal.target`` ``[k]``.
 
-    For the ARX5 arm, ``feature`` is forward kinematics to the end effector and the
+    For a robot arm, ``feature`` is forward kinematics to the end effector and the
     target a goal end-effector position (the env's ``goal_feature`` capability, wm_framework.contracts).
     """
 
@@ -300,7 +300,7 @@ class DiscreteCEMPlanner(_CEMBase):
 
 def make_cem(samples: int = 300, iterations: int = 30, elites: int = 30, init_std: float = 1.0, horizon: int = 5,
              min_std: float = 0.0, cost: str = "latent", seed: int = 0, batch_size: int | None = None) -> CEMPlanner:
-    """CEM over continuous action blocks (LeWM defaults: 300 samples, 30 iterations, 30 elites, std 1, horizon 5).
+    """CEM over continuous action blocks (published defaults: 300 samples, 30 iterations, 30 elites, std 1, horizon 5).
 
     Args:
         samples: candidate sequences per iteration (candidate 0 is the current mean).

@@ -1,10 +1,10 @@
 """What planning and surprise need from an environment, asked through its capabilities.
 
 * **Re-creating** the env of a store (``store.env = {"name", "params"}``) and **resetting it
-  to a recorded row**: the env's ``reset_to_recorded`` when it offers one (the ARX5 arm is
+  to a recorded row**: the env's ``reset_to_recorded`` when it offers one (a robot arm can be
   set directly from its recorded state), else reset with the episode's seed and replay the
   recorded actions (exact for deterministic envs: ALE with ``repeat_action_probability=0``,
-  MuJoCo, the toy envs).
+  physics simulators, the toy envs).
 * **Success and distance** to a goal, **perturbations** for violation-of-expectation tests
   and **goal features** for the ``target`` planning cost are capabilities the env plugin
   offers (:mod:`wm_framework.contracts`); this module only asks for them and says clearly

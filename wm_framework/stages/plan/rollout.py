@@ -1,6 +1,6 @@
 """Batched open-loop rollouts of many candidate action sequences from one context.
 
-A planning step scores N candidate sequences (300 in LeWM). They share the context,
+A planning step scores N candidate sequences (300 in the published planner). They share the context,
 so the context is encoded once and its latents are *expanded* (no copy) to N rows;
 every predictor call then serves all N candidates at once. Each step is
 :meth:`wm_framework.model.WorldModel.step`, the step of ``WorldModel.rollout`` too, so

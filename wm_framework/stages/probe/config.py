@@ -3,14 +3,14 @@
 Offsets are in **env steps** (raw store rows), never in window frames. A window's
 frames are ``data.frameskip`` env steps apart, so "the next frame of the window" and
 "the next env step" are different things as soon as frameskip > 1, and a persistence
-baseline scores very differently over the two (measured on Breakout, heuristic +
+baseline scores very differently over the two (measured on an Atari store, heuristic +
 random_active data: static ball_pos R^2 0.97 over 1 step, 0.36 over 5). Every task
 therefore names its offset in env steps, and the report prints it.
 
 Two gaps matter:
 
 - the **protocol gap** (``protocol_gap``, default 1 env step): what the published
-  LeWM Breakout study calls "t+1"; its static baselines (ball_pos 0.955, ball_vel
+  published probing study calls "t+1"; its static baselines (ball_pos 0.955, ball_vel
   0.821) are reproduced by a 1-step gap and by no other (docs/probes.md);
 - the **model gap** (``data.frameskip`` env steps): how far ahead the world model's
   predictor looks. With ``model_gap = true`` every task with a nonzero offset, and the

@@ -5,7 +5,7 @@ L-2, the last context frame: the predictor's output there predicts frame t+1, st
 inside the window). Per window we keep:
 
 - ``encoder``: encoder features at t (``encoder.features`` when the encoder has it,
-  e.g. LeWM's pre-projector CLS; else the encoder output),
+  e.g. a ViT's pre-projector CLS; else the encoder output),
 - ``predictor``: the predictor output at position t, given frames and actions 0..t,
 - ``action``: the float action block at t (``encoder+action`` = encoder ++ action),
 - every ``labels/<name>`` at env steps 0..G after frame t (G = the largest offset
