@@ -108,9 +108,10 @@ def check_component(kind: str, name: str, obj: Any) -> None:
     """Raise a one-line :class:`~wm_framework.errors.WMUsageError` if ``obj`` (just built as the
     ``kind`` component ``name``) lacks a required member or has a hook that is not callable."""
     from wm_framework.errors import WMUsageError
+    from wm_framework.registry import singular
 
     required, hooks = COMPONENT_CONTRACTS.get(kind, ((), {}))
-    what = f"{kind[:-1] if kind.endswith('s') else kind} '{name}' ({type(obj).__name__})"
+    what = f"{singular(kind)} '{name}' ({type(obj).__name__})"
     missing = [m for m in required if not hasattr(obj, m)]
     if missing:
         raise WMUsageError(f"{what} breaks the {kind} contract: it has no {', '.join(missing)} "

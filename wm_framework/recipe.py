@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wm_framework.errors import RecipeError, WMUsageError
+from wm_framework.registry import resolved
 
 try:
     import tomllib
@@ -422,9 +423,7 @@ def validate(data: Any, registry=None, check_components: bool = True) -> Recipe:
             continue
         if key in stage_names:
             comp = registry.get("stages", key)
-            config_model = comp.meta.get("config")
-            if hasattr(config_model, "resolve"):  # lazy("module:Config")
-                config_model = config_model.resolve()
+            config_model = resolved(comp.meta.get("config"))  # lazy("module:Config") imported
             if config_model is not None:
                 try:
                     stage_configs[key] = config_model.model_validate(value)

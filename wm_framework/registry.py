@@ -42,6 +42,11 @@ def normalize_kind(kind: str) -> str:
     return k
 
 
+def resolved(value):
+    """A ``lazy("module:attr")`` reference imported (e.g. a stage's ``config=`` meta); anything else as is."""
+    return value.resolve() if isinstance(value, LazyFactory) else value
+
+
 class LazyFactory:
     """A factory named by "package.module:attr", imported only when built or inspected.
 

@@ -66,9 +66,9 @@ def stage_config(ctx, name: str, overrides: dict | None = None):
 
     from wm_framework.plugins import get_registry
     from wm_framework.recipe import pydantic_problems
+    from wm_framework.registry import resolved
 
-    config = get_registry().get("stages", name).meta.get("config")
-    config = config.resolve() if hasattr(config, "resolve") else config
+    config = resolved(get_registry().get("stages", name).meta.get("config"))
     base = ctx.recipe.stage_config(name)
     params = base.model_dump() if hasattr(base, "model_dump") else dict(base or {})
     params = _merge(params, {k: v for k, v in (overrides or {}).items() if v is not None})
@@ -88,12 +88,9 @@ def stage_command(name: str, run_dir: Path, sets: list[str] | None = None, data:
     if name in _BUILDING:
         raise WMUsageError(f"stage '{name}' builds a run; use {_BUILDING[name]}")
     registry = get_registry()
-    factory = registry.get("stages", name).factory  # an unknown name: one line with the registered ones
+    registry.get("stages", name)  # an unknown name: one line with the registered ones
     ctx = open_run(run_dir, data, test_data)
     cfg = stage_config(ctx, name, parse_sets(sets or []))
-    run_with_config = getattr(getattr(factory, "resolve", lambda: factory)(), "run", None)
-    if run_with_config is not None:  # a config_stage: run(ctx, cfg) directly, no second validation
-        return run_with_config(ctx, cfg)
     params = cfg.model_dump() if hasattr(cfg, "model_dump") else cfg
     return registry.create("stages", name, **params)(ctx)
 

@@ -128,7 +128,7 @@ class ErrorBreakdown:
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
 
-        from wm_framework.stages.evaluate.plots import save_png
+        from wm_framework.atomic import save_png
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from wm_framework.atomic import save_png  # noqa: F401  (re-exported: the stages' plots use it from here)
+from wm_framework.atomic import save_png
 
 
 def plot_error_vs_horizon(
