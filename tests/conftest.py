@@ -14,6 +14,9 @@ if str(ROOT) not in sys.path:  # `import benchmarks` from the checkout
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# train.precision="auto" picks bf16 on CPUs with AVX512-BF16/AMX: keep fp32 so the suite's
+# numbers do not depend on which CI machine runs it (tests/test_precision.py covers bf16).
+os.environ["WM_CPU_BF16"] = "0"
 
 
 def pytest_configure(config):

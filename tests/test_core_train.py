@@ -78,6 +78,7 @@ def test_run_directory_layout_and_metrics(tmp_path):
     assert train[-1]["loss"] < train[0]["loss"]  # it learns
     res = json.loads((run / "results.json").read_text())["train"]
     assert res["global_step"] == 20 and res["best_step"] > 0
+    assert res["precision"] == "fp32" and res["precision_reason"].startswith("auto")  # conftest: WM_CPU_BF16=0
 
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path):

@@ -121,3 +121,20 @@ def test_ensemble_benchmark_compares_same_sized_models():
     torch.set_num_threads(1)
     r = bench(k=2, batch=4, t=4, n_layer=1, n_embd=16, n_head=2, reps=1)
     assert r["batched_steps_per_s"] > 0 and r["loop_steps_per_s"] > 0 and r["members"] == 2
+
+
+def test_precision_benchmark_reports_auto_choice_and_both_rates(tmp_path, monkeypatch):
+    """One run of benchmarks.precision at smoke size: the auto choice, the matmul ratio and
+    both training rates when forced (bf16 is emulated on CPUs without it: slower, still real)."""
+    from benchmarks import precision
+
+    monkeypatch.setattr(precision, "SMOKE", dict(precision.SMOKE, image=32, batch=2,
+                                                 encoder=dict(precision.SMOKE["encoder"], image_size=32)))
+    out = tmp_path / "p.json"
+    res = precision.main(["--steps", "1", "--threads", "1", "--force", "--json", str(out)])
+    assert res["auto"] == "fp32" and "no native bf16" in res["auto_reason"]  # conftest: WM_CPU_BF16=0
+    row = res["lewm"]
+    assert row["fp32_samples_per_s"] > 0 and row["bf16_samples_per_s"] > 0
+    assert row["ratio"] == pytest.approx(row["bf16_samples_per_s"] / row["fp32_samples_per_s"])
+    assert res["matmul"]["fp32_gflops"] > 0 and res["matmul"]["bf16_gflops"] > 0
+    assert json.loads(out.read_text())["lewm"]["params"] == row["params"]

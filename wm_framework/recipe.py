@@ -102,7 +102,7 @@ class TrainConfig(_Strict):
     betas: tuple[float, float] = Field(default=(0.9, 0.999), description="AdamW betas.")
     warmup_fraction: float = Field(default=0.01, ge=0, le=1, description="Linear warm-up as a fraction of all steps.")
     grad_clip: float | None = Field(default=1.0, gt=0, description="Clip the global gradient norm to this (none: no clipping).")
-    precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto = bf16 autocast on CUDA, fp32 on CPU.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto = bf16 autocast where the device runs bf16 natively (CUDA with bf16; a CPU with AVX512-BF16 or AMX-BF16), fp32 otherwise.")
     compile: bool = Field(default=False, description="Wrap the model in torch.compile.")
     channels_last: bool = Field(default=False, description="Convert the model to channels-last (NHWC) memory format: faster convolutions on GPU tensor cores.")
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda, cuda:1 ...")

@@ -19,7 +19,6 @@ import math
 import queue
 import threading
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -30,6 +29,7 @@ from wm_framework.train import distributed
 from wm_framework.train.checkpoint import atomic_write_json, load_checkpoint, load_state_dict_strict, save_checkpoint
 from wm_framework.train.logger import MetricsLogger, Progress
 from wm_framework.train.optim import build_optimizer, build_scheduler
+from wm_framework.train.precision import resolve_precision
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -186,8 +186,8 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
         _fit_normalization(model, train_sampler, recipe.seed)
     fwd_model = distributed.wrap_model(model, device, dist_info) if dist_info.enabled else model
     fwd_model = torch.compile(fwd_model) if cfg.compile else fwd_model
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    precision = resolve_precision(cfg.precision, device)
+    autocast = precision.autocast(device)
 
     logger = MetricsLogger(ctx.path, cfg.tensorboard, cfg.wandb, recipe.name, recipe.raw) if main else _NullLogger()
     bar = Progress(total, step, f"train {recipe.name}" + (f" [{ctx.label}]" if ctx.label else ""), progress)
@@ -315,7 +315,7 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
         logger.close()
     summary = {"best_val_loss": best_val if math.isfinite(best_val) else None, "best_step": best_step,
                "global_step": step, "final_grad_norm": last_grad_norm, "steps_per_epoch": steps_per_epoch,
-               "total_steps": total}
+               "total_steps": total, "precision": precision.name, "precision_reason": precision.reason}
     if dist_info.enabled:
         summary["world_size"] = dist_info.world_size
     if main:
