@@ -15,7 +15,8 @@ from wm_plugins.latent_actions.losses import make_action_to_latent_ce, make_late
 from wm_plugins.latent_actions.model import EXTRAS, make_frames_encoder, make_latent_action_vqvae, split_prediction
 from wm_plugins.latent_actions.networks import ConcatIDM, CrossAttentionIDM
 from wm_plugins.latent_actions.quantizer import VectorQuantizer, code_statistics
-from wm_plugins.latent_actions.report import ball_box_error, metric_curve, plot_codebook_entropy, read_metrics
+from wm_plugins.latent_actions.report import metric_curve, plot_codebook_entropy, read_metrics
+from wm_plugins.latent_actions.scoring import ball_box_error, code_usage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,6 +174,43 @@ def test_ball_box_error_and_entropy_plot(tmp_path):
     assert plot_codebook_entropy({"x": tmp_path / "missing"}, tmp_path / "none.png") is None
 
 
+def test_code_usage_counts_codes_over_all_transitions():
+    u = code_usage(np.array([0, 0, 1, 3]), 8)
+    assert u["codes_used"] == 3 and u["usage"] == pytest.approx(3 / 8)
+    assert u["perplexity"] == pytest.approx(np.exp(-(0.5 * np.log(0.5) + 2 * 0.25 * np.log(0.25))))
+    assert code_usage(np.zeros(5, int), 4) == {"codes_used": 1, "usage": 0.25, "entropy": 0.0, "perplexity": 1.0}
+
+
+def test_residual_decoder_copies_frame_t_at_init_and_stays_in_range():
+    from wm_plugins.latent_actions.networks import CodeConditionedDecoder
+
+    torch.manual_seed(0)
+    frames = torch.rand(3, 4, 16, 16)  # k=4 frames of 1 channel; frame t is the last
+    dec = CodeConditionedDecoder(1, (16, 16), 4, 8, width=16, n_down=2)
+    out = dec(frames, torch.randn(3, 8))
+    assert torch.equal(out, frames[:, -1:])  # an untrained residual decoder predicts "no change"
+    with torch.no_grad():
+        dec.out.bias.fill_(5.0)
+    out = dec(frames, torch.randn(3, 8))
+    assert out.min() >= 0 and out.max() <= 1  # clamped forward ...
+    out.sum().backward()
+    assert dec.out.bias.grad.abs().sum() > 0  # ... with the gradient still flowing
+    whole = CodeConditionedDecoder(1, (16, 16), 4, 8, width=16, n_down=2, residual=False)
+    assert not torch.allclose(whole(frames, torch.randn(3, 8)), frames[:, -1:])
+
+
+def test_reconstruction_grid_writes_one_row_per_example(tmp_path):
+    from wm_plugins.latent_actions.views import COLUMNS, grid_panels, write_grid
+
+    rng = np.random.default_rng(0)
+    shown = {k: rng.random((2, 1, 8, 8)) for k in ("frame_t", "frame_next", "recon", "from_action")}
+    rows = grid_panels(shown)
+    assert len(rows) == 2 and all(len(r) == len(COLUMNS) for r in rows) and rows[0][0].shape == (8, 8)
+    out = write_grid(shown, tmp_path / "g.png", "run")
+    assert out is not None and out.stat().st_size > 1000
+    assert write_grid({}, tmp_path / "none.png") is None
+
+
 # ----------------------------------------------------------------------------- end to end (real ALE, Zarr, trainer)
 def test_recipe_end_to_end_on_breakout(tmp_path, monkeypatch):
     _ensure_plugin()
@@ -195,8 +233,15 @@ def test_recipe_end_to_end_on_breakout(tmp_path, monkeypatch):
     res = json.loads((run / "results.json").read_text())["latent_actions"]
     (row,) = res.values()
     assert row["ball_frames"] > 0 and row["ball_mse"] >= 0 and row["recon_mse"] > 0
-    assert "## Latent actions" in (run / "report.md").read_text()
+    for key in ("shuffled_code_mse", "code_gain", "perplexity", "usage", "codes_used", "a2l_accuracy",
+                "a2l_majority", "ze_dead_dims", "ball_peak", "action_recon_mse"):
+        assert key in row, key
+    assert 1 <= row["codes_used"] <= row["codebook_size"] and 0.0 < row["a2l_majority"] <= 1.0
+    report = (run / "report.md").read_text()
+    assert "## Latent actions" in report and "code gain" in report
     assert (run / "plots" / "codebook_entropy.png").is_file()
+    grids = list((run / "plots").glob("reconstructions_*.png"))
+    assert len(grids) == 1 and grids[0].name in report
 
 
 def test_data_init_starts_codes_on_the_encoder_outputs():
@@ -206,3 +251,32 @@ def test_data_init_starts_codes_on_the_encoder_outputs():
     vq(x)
     assert vq.codebook.abs().max() < 1.0  # moved onto the data
     assert int(code_statistics(vq.eval()(x)["codes"], 8)["codes_used"]) >= 6
+
+
+def test_vq_warmup_passes_z_e_through_then_seeds_codes_from_it():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(8, 2, ema=True, data_init=True, init_scale=100.0, warmup_steps=2).train()
+    x = torch.randn(64, 2) * 0.1
+    for _ in range(2):
+        out = vq(x)
+        assert torch.equal(out["z_q"], x) and float(out["commit_err"].sum()) == 0.0  # continuous, no commitment
+    assert vq.codebook.abs().max() > 1.0  # not seeded yet
+    out = vq(x)
+    assert not torch.equal(out["z_q"], x)  # quantised from now on ...
+    assert vq.codebook.abs().max() < 1.0  # ... with codes seeded on the data
+    assert int(vq.forwards) == 3
+
+
+def test_idm_output_is_standardised_over_the_batch_before_quantisation():
+    """A near-constant IDM output (all transitions on one code) is spread to unit variance per dimension."""
+    from wm_plugins.latent_actions.model import make_latent_action_vqvae
+
+    torch.manual_seed(0)
+    m = make_latent_action_vqvae(idm="concat", codebook_size=16, code_dim=4, width=16, n_down=2, context=2,
+                                 obs_shape=(1, 16, 16), action_dim=4).train()
+    frames = torch.rand(8, 3, 1, 16, 16)
+    z_e = m.infer(frames).flatten(0, 1).detach()
+    assert z_e.std(0).mean() == pytest.approx(1.0, abs=0.1) and z_e.mean(0).abs().max() < 1e-4
+    plain = make_latent_action_vqvae(idm="concat", codebook_size=16, code_dim=4, width=16, n_down=2, context=2,
+                                     obs_shape=(1, 16, 16), action_dim=4, standardize=False)
+    assert isinstance(plain.standardize, torch.nn.Identity)

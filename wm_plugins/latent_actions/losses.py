@@ -25,13 +25,22 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class VQReconLoss:
     """Reconstruction + VQ terms (dict) over positions with inferred codes."""
 
-    def __init__(self, commitment: float = 0.25, codebook: float = 1.0):
+    def __init__(self, commitment: float = 0.25, codebook: float = 1.0, change_weight: float = 0.0,
+                 change_threshold: float = 0.02):
         self.commitment, self.codebook = float(commitment), float(codebook)
+        self.change_weight, self.change_threshold = float(change_weight), float(change_threshold)
 
     def __call__(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
         frames, ex = split_prediction(out["pred"])
         inferred = 1.0 - ex["from_action"]
-        err = (frames - out["target"].float()).pow(2).mean(-1)
+        target = out["target"].float()
+        sq = (frames - target).pow(2)
+        if self.change_weight > 0:
+            # Pixels that change between frame t and t+1 (paddle, ball) are ~1 % of the frame:
+            # weight them up, or their error is lost in the static background's.
+            changed = ((target - out["z"][:, :-1].float()).abs() > self.change_threshold).float()
+            sq = sq * (1.0 + self.change_weight * changed)
+        err = sq.mean(-1)
         return {"recon": _masked_mean(err, inferred),
                 "codebook": self.codebook * _masked_mean(ex["codebook_err"], inferred),
                 "commitment": self.commitment * _masked_mean(ex["commit_err"], inferred)}
@@ -68,14 +77,18 @@ class LatentActionMetrics:
             return res
 
 
-def make_vq_recon(commitment: float = 0.25, codebook: float = 1.0) -> VQReconLoss:
+def make_vq_recon(commitment: float = 0.25, codebook: float = 1.0, change_weight: float = 0.0,
+                  change_threshold: float = 0.02) -> VQReconLoss:
     """VQ-VAE loss terms: recon (pixel MSE), codebook (gradient codebooks only), commitment.
 
     Args:
         commitment: beta, weight of ||z_e - sg(e)||^2 (pulls the encoder to its code).
         codebook: weight of ||sg(z_e) - e||^2 (moves gradient-learned codes; zero under EMA).
+        change_weight: extra weight of the squared error on pixels that change between
+            frame t and t+1 (weight 1 + change_weight there; 0: plain MSE).
+        change_threshold: how much a pixel (in [0, 1]) must change to count as changed.
     """
-    return VQReconLoss(commitment, codebook)
+    return VQReconLoss(commitment, codebook, change_weight, change_threshold)
 
 
 def make_action_to_latent_ce() -> ActionToLatentCE:

@@ -76,9 +76,10 @@ class LatentActionVQVAE(nn.Module):
 
     def __init__(self, frame_shape: tuple[int, int, int], action_dim: int, idm: str = "cross_attention",
                  codebook_size: int = 256, code_dim: int = 32, ema: bool = True, decay: float = 0.99,
-                 dead_code_restart: bool = False, dead_after: int = 50, context: int = 4, width: int = 64,
+                 dead_code_restart: bool = True, dead_after: int = 50, context: int = 4, width: int = 64,
                  n_down: int = 3, heads: int = 4, attn_layers: int = 2, action_history: int = 2,
-                 a2l_hidden: int = 128, data_init: bool = True):
+                 a2l_hidden: int = 128, data_init: bool = True, residual: bool = True, vq_warmup: int = 0,
+                 standardize: bool = True):
         super().__init__()
         c, h, w = frame_shape
         self.frame_shape, self.frame_dim = (c, h, w), c * h * w
@@ -92,8 +93,12 @@ class LatentActionVQVAE(nn.Module):
             raise WMUsageError(f"latent_action_vqvae: idm must be 'cross_attention' or 'concat', got {idm!r}")
         self.quantizer = VectorQuantizer(codebook_size, code_dim, ema=ema, decay=decay,
                                          dead_code_restart=dead_code_restart, dead_after=dead_after,
-                                         data_init=data_init)
-        self.decoder = CodeConditionedDecoder(c, (h, w), self.context, code_dim, width, n_down)
+                                         data_init=data_init, warmup_steps=vq_warmup)
+        # Standardise each z_e dimension over the batch (no affine): the IDM's mean-pooled output
+        # otherwise varies by ~0.2 % of its norm between transitions, all of them land on the
+        # same few codes, and the decoder learns to ignore them (docs/results/latent_actions.md).
+        self.standardize = nn.BatchNorm1d(code_dim, affine=False) if standardize else nn.Identity()
+        self.decoder = CodeConditionedDecoder(c, (h, w), self.context, code_dim, width, n_down, residual)
         self.action_to_latent = ActionToLatent(action_dim, self.action_history, codebook_size, a2l_hidden)
 
     # ------------------------------------------------------------------ pieces
@@ -118,6 +123,18 @@ class LatentActionVQVAE(nn.Module):
         hist = torch.stack([padded[:, i:i + t] for i in range(self.action_history)], 2)
         return self.action_to_latent(hist.flatten(2))
 
+    def infer(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames [B,T,C,H,W] -> the IDM's unquantised latent actions z_e [B,T-1,E] (position t: t -> t+1)."""
+        b, t = frames.shape[:2]
+        z_e = self.idm(frames[:, :-1].flatten(0, 1), frames[:, 1:].flatten(0, 1))
+        return self.standardize(z_e).view(b, t - 1, -1)
+
+    def decode(self, frames: torch.Tensor, code_vec: torch.Tensor) -> torch.Tensor:
+        """Frames [B,T,C,H,W] + one code vector per position [B,T,E] -> predicted frame t+1 [B,T,C,H,W]."""
+        b, t = frames.shape[:2]
+        stack = self._trailing(frames, self.context).flatten(2, 3)  # [B,T,k*C,H,W]
+        return self.decoder(stack.flatten(0, 1), code_vec.flatten(0, 1)).float().view(b, t, *self.frame_shape)
+
     # ------------------------------------------------------------------ forward
     def forward(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """z (flattened frames) [B,T,D], action [B,T,A] -> [B,T,D+len(EXTRAS)] (see ``split_prediction``)."""
@@ -134,7 +151,7 @@ class LatentActionVQVAE(nn.Module):
         code_vec = [self.quantizer.embed(act_code).detach().float().unsqueeze(1)]
         codes[:, -1] = act_code
         if t > 1:  # positions 0..T-2: code inferred from (frame_t, frame_t+1)
-            z_e = self.idm(frames[:, :-1].flatten(0, 1), frames[:, 1:].flatten(0, 1))
+            z_e = self.infer(frames).flatten(0, 1)
             q = self.quantizer(z_e)
             idm_codes = q["codes"].view(b, t - 1)
             codes[:, :-1] = idm_codes
@@ -145,8 +162,7 @@ class LatentActionVQVAE(nn.Module):
             a2l_correct[:, :-1] = (inferred_logits.argmax(-1) == idm_codes).float()
             code_vec.insert(0, q["z_q"].view(b, t - 1, -1))
         code_vec = torch.cat(code_vec, 1)  # [B,T,E]
-        stack = self._trailing(frames, self.context).flatten(2, 3)  # [B,T,k*C,H,W]
-        pred = self.decoder(stack.flatten(0, 1), code_vec.flatten(0, 1)).float().view(b, t, self.frame_dim)
+        pred = self.decode(frames, code_vec).view(b, t, self.frame_dim)
         num_codes = torch.full_like(zeros, float(self.quantizer.num_codes))
         extras = [codebook_err, commit_err, a2l_ce, a2l_correct, codes.float(), from_action, num_codes]
         return torch.cat([pred, torch.stack(extras, -1)], -1)
@@ -173,10 +189,11 @@ def make_frames_encoder(grayscale: bool = False, size=None, obs_shape=(1, 64, 64
 
 
 def make_latent_action_vqvae(idm: str = "cross_attention", codebook_size: int = 256, code_dim: int = 32,
-                             ema: bool = True, decay: float = 0.99, dead_code_restart: bool = False,
+                             ema: bool = True, decay: float = 0.99, dead_code_restart: bool = True,
                              dead_after: int = 50, context: int = 4, width: int = 64, n_down: int = 3,
                              heads: int = 4, attn_layers: int = 2, action_history: int = 2, a2l_hidden: int = 128,
-                             data_init: bool = True, size=None, latent_dim: int | None = None, action_dim: int = 4,
+                             data_init: bool = True, residual: bool = True, vq_warmup: int = 0,
+                             standardize: bool = True, size=None, latent_dim: int | None = None, action_dim: int = 4,
                              obs_shape=(1, 64, 64)) -> LatentActionVQVAE:
     """Latent action VQ-VAE: IDM(frame_t, frame_t+1) -> code; decoder(last k frames, code) -> frame_t+1.
 
@@ -200,6 +217,12 @@ def make_latent_action_vqvae(idm: str = "cross_attention", codebook_size: int = 
         action_history: action blocks (t-h+1..t) the action-to-latent classifier sees.
         a2l_hidden: hidden width of the action-to-latent MLP.
         data_init: start the codebook from the first training batch's encoder outputs.
+        residual: the decoder predicts the change from frame t (starting as a copy of it)
+            rather than the whole frame.
+        standardize: standardise each IDM output dimension over the batch (batch norm
+            without affine) before quantisation, so transitions cannot all map to one point.
+        vq_warmup: training steps with the IDM output passed to the decoder unquantised
+            before the codebook is seeded from it and quantisation starts.
         size: frame size [H, W] when the `frames` encoder resizes (null: the stored size).
         latent_dim: data parameter, the encoder's out_dim (C*H*W).
         action_dim: data parameter, width of the float action block.
@@ -216,4 +239,5 @@ def make_latent_action_vqvae(idm: str = "cross_attention", codebook_size: int = 
     return LatentActionVQVAE((latent_dim // (hw[0] * hw[1]), *hw), int(action_dim), idm, int(codebook_size),
                              int(code_dim), bool(ema), float(decay), bool(dead_code_restart), int(dead_after),
                              int(context), int(width), int(n_down), int(heads), int(attn_layers),
-                             int(action_history), int(a2l_hidden), bool(data_init))
+                             int(action_history), int(a2l_hidden), bool(data_init), bool(residual),
+                             int(vq_warmup), bool(standardize))

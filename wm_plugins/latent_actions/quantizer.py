@@ -44,14 +44,16 @@ class VectorQuantizer(nn.Module):
         dead_code_restart: re-seed codes unused for ``dead_after`` training forwards.
         dead_after: training forwards without use after which a code counts as dead.
         init_scale: std of the random initial codebook.
-        data_init: on the first training forward, replace the random codebook by encoder
-            outputs of that batch, so codes start where the data is (a random codebook at
-            the wrong scale leaves one code nearest to everything: instant collapse).
+        data_init: on the first quantised training forward, replace the random codebook by
+            encoder outputs of that batch, so codes start where the data is (a random codebook
+            at the wrong scale leaves one code nearest to everything: instant collapse).
+        warmup_steps: training forwards that pass z_e through unquantised (no codebook, no
+            commitment) before quantisation starts.
     """
 
     def __init__(self, num_codes: int, dim: int, ema: bool = True, decay: float = 0.99, eps: float = 1e-5,
                  dead_code_restart: bool = False, dead_after: int = 50, init_scale: float = 1.0,
-                 data_init: bool = False):
+                 data_init: bool = False, warmup_steps: int = 0):
         super().__init__()
         if num_codes < 2:
             raise ValueError(f"codebook needs at least 2 codes, got {num_codes}")
@@ -68,7 +70,10 @@ class VectorQuantizer(nn.Module):
         else:
             self.codebook = nn.Parameter(init)
         self.data_init = bool(data_init)
+        self.warmup_steps = int(warmup_steps)
         self.register_buffer("initialised", torch.tensor(not self.data_init))
+        # Training forwards so far (drives the continuous warm-up).
+        self.register_buffer("forwards", torch.zeros((), dtype=torch.long))
         # Training forwards since each code was last chosen (drives dead-code restarts).
         self.register_buffer("idle_steps", torch.zeros(num_codes, dtype=torch.long))
 
@@ -94,6 +99,14 @@ class VectorQuantizer(nn.Module):
         (||z_e - sg(e)||^2 per row, gradient into the encoder).
         """
         z_e = z_e.float()
+        if self.training and int(self.forwards) < self.warmup_steps:
+            # Continuous warm-up: the decoder sees z_e itself, so the IDM learns what to encode
+            # before any code exists; the codebook is seeded from z_e when quantisation starts.
+            self.forwards.add_(1)
+            zeros = z_e.new_zeros(len(z_e))
+            return {"z_q": z_e, "codes": self.nearest(z_e), "codebook_err": zeros, "commit_err": zeros}
+        if self.training:
+            self.forwards.add_(1)
         if self.training and not bool(self.initialised):
             self._seed_codes(torch.arange(self.num_codes, device=z_e.device), z_e.detach())
             self.initialised.fill_(True)

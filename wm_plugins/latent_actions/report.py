@@ -1,17 +1,18 @@
-"""The latent action report: codebook entropy over training, ball reconstruction, sweep comparison.
+"""The latent action report: codebook curves, held-out scores, reconstruction grids, comparisons.
 
 Stage ``latent_actions_report`` (after the sweep, or after ``train`` in a single run):
 
-* plots ``plots/codebook_entropy.png``: the batch codebook entropy logged during
-  training (``train/stats/entropy``) of every run, solid for EMA codebooks and dashed
-  for gradient-learned ones -- the reference found EMA keeps it stable where
-  gradients collapse it;
-* scores each run's model on held-out windows: reconstruction MSE of frame t+1 with
-  the inferred code, the same restricted to a square around the labelled ball
-  position (the ball is a pixel or two: a codebook too small to carry its motion
-  makes it vanish, which the full-frame MSE hardly notices), and both against the
-  copy-last-frame baseline; plus the reconstruction when the code comes from the real
-  action (action-to-latent) and that classifier's accuracy;
+* plots ``plots/codebook_entropy.png``: batch codebook entropy and perplexity logged
+  during training (``train/stats/entropy``, ``train/stats/perplexity``) of every run,
+  solid for EMA codebooks and dashed for gradient-learned ones (the reference found
+  EMA keeps entropy stable where gradients collapse it);
+* scores each run's checkpoint on held-out windows (``scoring.score_run``): frame t+1
+  from the inferred code and from the real actions' code, against copying frame t;
+  the same near the labelled ball; whether the decoder uses its code at all; held-out
+  codebook use; dead IDM dimensions; action-to-latent accuracy against the majority code;
+* draws ``plots/reconstructions_<run>.png`` per run (``views.write_grid``);
+* lists the pairs of runs that differ in one factor (EMA, K, IDM, decoder output,
+  restarts) with their scores side by side;
 * writes the table to report.md and ``results.json["latent_actions"]``.
 
 Also usable without a run: ``python -m wm_plugins.latent_actions.report RUN_A RUN_B --out entropy.png``.
@@ -25,8 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from wm_framework.atomic import save_png
 from wm_framework.contracts import config_stage
 from wm_plugins.latent_actions.report_config import LatentActionsReportConfig
+from wm_plugins.latent_actions.scoring import score_run
+from wm_plugins.latent_actions.views import write_grid
 
 FINAL_KEYS = ("recon_mse", "recon_psnr", "perplexity", "usage", "entropy", "a2l_accuracy", "action_recon_mse")
 
@@ -52,33 +56,44 @@ def metric_curve(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]
 
 def plot_codebook_entropy(runs: dict[str, str | Path], out: str | Path, key: str = "train/stats/entropy",
                           ema: dict[str, bool] | None = None) -> Path | None:
-    """One line per run of ``key`` against step (solid: EMA codebook, dashed: gradient). None if no data."""
+    """Codebook entropy (left) and perplexity (right) against step, one line per run (solid: EMA
+    codebook, dashed: gradient). ``key`` names the entropy metric; the perplexity panel reads the
+    same key with ``perplexity`` for ``entropy`` (drawn as exp(entropy) where it is missing). None if no data."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, (ax_h, ax_p) = plt.subplots(1, 2, figsize=(10.0, 4.0))
     drawn = 0
-    for label, run_dir in runs.items():
-        steps, vals = metric_curve(read_metrics(run_dir), key)
+    for i, (label, run_dir) in enumerate(runs.items()):
+        records = read_metrics(run_dir)
+        steps, vals = metric_curve(records, key)
         if len(steps) == 0:
             continue
         is_ema = True if ema is None else ema.get(label, True)
-        ax.plot(steps, vals, "-" if is_ema else "--", label=f"{label} ({'EMA' if is_ema else 'gradient'})")
+        style = dict(color=f"C{i % 10}", linestyle="-" if is_ema else "--",
+                     label=f"{label} ({'EMA' if is_ema else 'gradient'})")
+        ax_h.plot(steps, vals, **style)
+        p_steps, p_vals = metric_curve(records, key.replace("entropy", "perplexity"))
+        if len(p_steps) == 0:
+            p_steps, p_vals = steps, np.exp(vals)
+        ax_p.plot(p_steps, p_vals, **style)
         drawn += 1
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xlabel("step")
-    ax.set_ylabel("codebook entropy (nats, per batch)")
-    ax.set_title("Codebook entropy over training: EMA vs gradient updates")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    for ax, what in ((ax_h, "codebook entropy (nats, per batch)"), (ax_p, "codebook perplexity (per batch)")):
+        ax.set_xlabel("step")
+        ax.set_ylabel(what)
+        ax.grid(alpha=0.3)
+    ax_p.set_yscale("log")
+    ax_h.legend(fontsize=7)
+    fig.suptitle("Codebook use over training: EMA (solid) vs gradient (dashed) codebook updates")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    save_png(fig, out)
     plt.close(fig)
     return out
 
@@ -96,122 +111,89 @@ def final_metrics(records: list[dict]) -> dict[str, float]:
     return out
 
 
-def ball_box_error(pred: np.ndarray, target: np.ndarray, bx: np.ndarray, by: np.ndarray, radius: int) -> np.ndarray:
-    """Mean squared error in a (2r+1)^2 box around (bx, by) per frame; NaN where the ball position is NaN.
-
-    pred/target [N, C, H, W]; bx/by [N] in frame pixels.
-    """
-    n, _, h, w = pred.shape
-    out = np.full(n, np.nan)
-    for i in range(n):
-        if not (math.isfinite(bx[i]) and math.isfinite(by[i])):
-            continue
-        cx, cy = int(round(bx[i])), int(round(by[i]))
-        x0, x1 = max(0, cx - radius), min(w, cx + radius + 1)
-        y0, y1 = max(0, cy - radius), min(h, cy + radius + 1)
-        if x0 >= x1 or y0 >= y1:
-            continue
-        out[i] = float(((pred[i, :, y0:y1, x0:x1] - target[i, :, y0:y1, x0:x1]) ** 2).mean())
-    return out
-
-
-def score_reconstruction(ctx, cfg: LatentActionsReportConfig) -> dict[str, float]:
-    """Held-out reconstruction of one run's model: full frame and near the ball, vs copy-last-frame."""
-    import torch
-
-    from wm_plugins.latent_actions.model import split_prediction
-
-    model = ctx.load_model(cfg.checkpoint)
-    sampler = ctx.sampler(cfg.split)
-    if len(sampler) == 0:
-        return {}
-    labels = set(sampler.label_names)
-    has_ball = cfg.ball_x in labels and cfg.ball_y in labels
-    idx = np.unique(np.linspace(0, len(sampler) - 1, min(cfg.windows, len(sampler))).astype(np.int64))
-    c, h, w = model.predictor.frame_shape
-    stored_h, stored_w = sampler.store.obs_shape[:2]
-    sx, sy = w / stored_w, h / stored_h  # labels are in stored-frame pixels
-    acc: dict[str, list] = {k: [] for k in ("model", "copy", "ball_model", "ball_copy", "action", "action_copy")}
-    with torch.no_grad():
-        for chunk in np.array_split(idx, max(1, math.ceil(len(idx) / cfg.batch_size))):
-            np_batch = sampler.get(chunk)
-            batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in np_batch.items()
-                     if isinstance(v, np.ndarray) and v.dtype.kind in "biuf"}
-            out = model(batch)
-            frames, ex = split_prediction(out["pred"])
-            target, prev = out["target"].float(), out["z"][:, :-1].float()
-            inferred = (ex["from_action"] < 0.5).numpy()
-            err = (frames - target).pow(2).mean(-1).numpy()
-            copy_err = (prev - target).pow(2).mean(-1).numpy()
-            acc["model"].append(err[inferred])
-            acc["copy"].append(copy_err[inferred])
-            acc["action"].append(err[~inferred])
-            acc["action_copy"].append(copy_err[~inferred])
-            if has_ball:
-                b, t = frames.shape[:2]
-                bx = np_batch[f"labels/{cfg.ball_x}"][:, 1:] * sx + (sx - 1) / 2  # pixel-centre convention
-                by = np_batch[f"labels/{cfg.ball_y}"][:, 1:] * sy + (sy - 1) / 2
-                as_img = lambda x: x.reshape(b * t, c, h, w).numpy()  # noqa: E731
-                bm = ball_box_error(as_img(frames), as_img(target), bx.reshape(-1), by.reshape(-1), cfg.ball_radius)
-                bc = ball_box_error(as_img(prev), as_img(target), bx.reshape(-1), by.reshape(-1), cfg.ball_radius)
-                keep = inferred.reshape(-1)
-                acc["ball_model"].append(bm[keep])
-                acc["ball_copy"].append(bc[keep])
-    res = {}
-    names = {"model": "recon_mse", "copy": "copy_last_mse", "ball_model": "ball_mse", "ball_copy": "ball_copy_last_mse",
-             "action": "action_recon_mse", "action_copy": "action_copy_last_mse"}
-    for k, name in names.items():
-        vals = np.concatenate(acc[k]) if acc[k] else np.zeros(0)
-        vals = vals[np.isfinite(vals)]
-        if len(vals):
-            res[name] = float(vals.mean())
-    if "ball_mse" in res:
-        res["ball_frames"] = int(np.isfinite(np.concatenate(acc["ball_model"])).sum())
-    return res
-
-
 def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "—"
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+FACTORS = {"ema": "codebook updates", "codebook_size": "codebook size", "idm": "inverse-dynamics encoder",
+           "residual": "decoder output", "dead_code_restart": "dead-code restarts"}
+DEFAULTS = {"ema": True, "codebook_size": 256, "idm": "cross_attention", "residual": True, "dead_code_restart": False}
+
+
 def write_report(ctx, cfg: LatentActionsReportConfig) -> None:
-    """After-sweep (or after-train) report: entropy plot, ball reconstruction, comparison table."""
+    """After-sweep (or after-train) report: codebook curves, held-out scores, grids, comparisons."""
     runs = list(ctx.sweep_runs) or [(ctx.label or ctx.recipe.name, ctx)]
-    rows, ema = {}, {}
+    rows, ema, grids = {}, {}, {}
     for label, sub in runs:
         predictor = (sub.recipe.model.predictor if sub.recipe.model else {}) or {}
-        ema[label] = bool(predictor.get("ema", True))
-        row = {"codebook_size": predictor.get("codebook_size", 256), "ema": ema[label],
-               "idm": predictor.get("idm", "cross_attention")}
+        row = {k: predictor.get(k, d) for k, d in DEFAULTS.items()}
+        ema[label] = bool(row["ema"])
         row.update({f"train_{k}": v for k, v in final_metrics(read_metrics(sub.path)).items()})
         if sub.checkpoints():
-            row.update(score_reconstruction(sub, cfg))
+            scores, shown = score_run(sub, cfg)
+            row.update(scores)
+            grid = write_grid(shown, ctx.plots_dir / f"reconstructions_{_slug(label)}.png", label)
+            if grid is not None:
+                grids[label] = grid
         rows[label] = row
     plot = plot_codebook_entropy({lab: sub.path for lab, sub in runs}, ctx.plots_dir / "codebook_entropy.png",
                                  cfg.entropy_key, ema)
     ctx.update_results("latent_actions", rows)
-    ctx.write_report_section("latent_actions", "Latent actions", render_markdown(rows, plot, ctx.path, cfg))
+    ctx.write_report_section("latent_actions", "Latent actions", render_markdown(rows, plot, grids, ctx.path, cfg))
+
+
+def _slug(label: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in label)
 
 
 make_report_stage = config_stage(LatentActionsReportConfig, write_report)
 
 
-def render_markdown(rows: dict[str, dict], plot: Path | None, root: Path, cfg: LatentActionsReportConfig) -> str:
-    cols = [("codebook_size", "K"), ("ema", "EMA"), ("train_perplexity", "perplexity"), ("train_usage", "usage"),
-            ("recon_mse", "recon MSE"), ("copy_last_mse", "copy-last MSE"), ("ball_mse", "ball MSE"),
-            ("ball_copy_last_mse", "ball copy-last MSE"), ("action_recon_mse", "action-coded MSE"),
-            ("train_a2l_accuracy", "a2l acc")]
-    md = ("Reconstruction of frame t+1 on held-out windows (" + cfg.split + "): `recon` uses the code inferred "
-          "from (frame t, frame t+1); `ball` restricts the error to a " f"{2 * cfg.ball_radius + 1}x{2 * cfg.ball_radius + 1}"
-          " px square around the labelled ball; `action-coded` uses the action-to-latent code. A ball MSE at or "
-          "above copy-last means the ball's motion is not carried by the code (it vanishes or stays put).\n\n")
+def comparisons(rows: dict[str, dict]) -> list[str]:
+    """One line per pair of runs that differ in exactly one factor (EMA, K, IDM, ...): the scores side by side."""
+    lines = []
+    labels = list(rows)
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            differ = [k for k in FACTORS if rows[a].get(k) != rows[b].get(k)]
+            if len(differ) != 1:
+                continue
+            k = differ[0]
+            ra, rb = rows[a], rows[b]
+            stats = ", ".join(f"{name} {_fmt(ra.get(key))} vs {_fmt(rb.get(key))}" for key, name in (
+                ("perplexity", "held-out perplexity"), ("recon_mse", "recon MSE"), ("ball_mse", "ball MSE"),
+                ("code_gain", "code gain"), ("a2l_accuracy", "a2l acc")) if key in ra or key in rb)
+            lines.append(f"- {FACTORS[k]}: `{a}` ({k}={ra.get(k)}) vs `{b}` ({k}={rb.get(k)}): {stats}")
+    return lines
+
+
+def render_markdown(rows: dict[str, dict], plot: Path | None, grids: dict[str, Path], root: Path,
+                    cfg: LatentActionsReportConfig) -> str:
+    cols = [("codebook_size", "K"), ("ema", "EMA"), ("idm", "IDM"), ("residual", "residual"),
+            ("dead_code_restart", "restarts"), ("perplexity", "perplexity"), ("usage", "usage"),
+            ("recon_mse", "recon MSE"), ("copy_last_mse", "copy-last MSE"), ("code_gain", "code gain"),
+            ("ball_mse", "ball MSE"), ("ball_copy_last_mse", "ball copy-last MSE"),
+            ("action_recon_mse", "action-coded MSE"), ("a2l_accuracy", "a2l acc"), ("a2l_majority", "majority code"),
+            ("ze_dead_dims", "dead z_e dims")]
+    box = f"{2 * cfg.ball_radius + 1}x{2 * cfg.ball_radius + 1}"
+    md = (f"Held-out windows ({cfg.split}, checkpoint `{cfg.checkpoint}`). `perplexity`/`usage`: codes over all scored "
+          "transitions. `recon`: frame t+1 from the code inferred from (frame t, frame t+1); `code gain`: the "
+          "reconstruction error with another window's code over that with its own (1.0: the decoder ignores the "
+          f"code). `ball`: the error in a {box} px square around the labelled ball (at or above copy-last: the "
+          "code does not carry the ball). `action-coded`: the code predicted from the real actions; `a2l acc` "
+          "against `majority code` (always answering the most frequent code).\n\n")
     md += "| run | " + " | ".join(c[1] for c in cols) + " |\n|---|" + "---|" * len(cols) + "\n"
     for label, row in rows.items():
         md += f"| {label} | " + " | ".join(_fmt(row.get(k)) for k, _ in cols) + " |\n"
+    pairs = comparisons(rows)
+    if pairs:
+        md += "\nRuns that differ in one factor:\n\n" + "\n".join(pairs) + "\n"
     if plot is not None:
-        md += f"\n![codebook entropy]({Path(plot).relative_to(root).as_posix()})\n"
+        md += f"\n![codebook entropy and perplexity]({Path(plot).relative_to(root).as_posix()})\n"
+    for label, grid in grids.items():
+        md += f"\n{label}:\n\n![reconstructions {label}]({Path(grid).relative_to(root).as_posix()})\n"
     return md
 
 
