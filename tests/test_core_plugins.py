@@ -82,13 +82,15 @@ def test_unknown_param_is_named_with_accepted_list():
         reg.create("envs", "toy", sise=3)
 
 
-def test_duplicate_name_names_both_plugins_and_second_is_failed():
+def test_duplicate_name_keeps_the_earlier_component_and_reports_the_newcomer():
     pm = PluginManager()
     pm.register_module(_module("a", register_losses=lambda register: register("mse", _env_factory)), "first")
-    info = pm.register_module(_module("b", register_losses=lambda register: register("mse", _env_factory)), "second")
-    assert info.status == "failed"
-    assert "'first'" in info.error and "'second'" in info.error and "mse" in info.error
+    info = pm.register_module(_module("b", register_losses=lambda register: (register("mse", _env_factory),
+                                                                             register("own", _env_factory))), "second")
+    assert info.status == "ok" and info.components == {"losses": ["own"]}  # the rest of the newcomer still loads
+    assert info.warnings == ["loss 'mse' not registered: the name is taken by plugin 'first'"]
     assert pm.registry.get("losses", "mse").plugin == "first"
+    assert pm.plugins["first"].status == "ok"
     with pytest.raises(DuplicateComponentError):
         Registry().add("losses", "x", _env_factory, "a") and None or _dup()
 
@@ -145,7 +147,7 @@ def test_plugins_list_json_contract():
     names = {row["name"] for row in rows}
     assert {"blocks", "core", "lewm", "atari"} <= names
     for row in rows:
-        assert set(row) == {"name", "package", "version", "status", "error", "components"}
+        assert set(row) == {"name", "package", "version", "status", "error", "components", "warnings"}
         assert row["status"] in ("ok", "unavailable", "failed", "disabled")
     blocks = next(r for r in rows if r["name"] == "blocks")
     assert blocks["status"] == "ok" and "mlp" in blocks["components"]["encoders"]
@@ -212,3 +214,83 @@ def test_pyproject_lists_every_plugin_package():
     eps = cfg["project"]["entry-points"]["wm_framework"]
     for init in (ROOT / "wm_plugins").glob("*/__init__.py"):
         assert f"wm_plugins.{init.parent.name}" in eps.values(), init.parent.name
+
+
+def test_exit_and_interrupt_in_a_plugin_are_isolated():
+    """sys.exit, KeyboardInterrupt or any BaseException in a hook fail that plugin only."""
+    def exits(register):
+        register("half", _env_factory)
+        sys.exit(3)
+
+    def interrupts(register):
+        raise KeyboardInterrupt
+
+    pm = PluginManager()
+    pm.register_module(_module("good", register_envs=lambda register: register("fine", _env_factory)), "good")
+    assert pm.register_module(_module("x", register_envs=exits), "exits").error == "registration failed: called sys.exit(3)"
+    assert "KeyboardInterrupt" in pm.register_module(_module("y", register_envs=interrupts), "interrupts").error
+    assert "half" not in pm.registry.by_kind("envs") and pm.plugins["good"].status == "ok"
+
+
+def test_misspelt_hook_name_is_reported_with_the_right_one():
+    info = PluginManager().register_module(_module("typo", register_encoder=lambda register: None), "typo")
+    assert info.status == "ok" and info.components == {}
+    assert info.warnings == ["hook 'register_encoder' matches no hookspec and is never called "
+                             "(did you mean 'register_encoders'?)"]
+
+
+class _Dist:
+    def __init__(self, name):
+        self.metadata, self._path = {"Name": name, "Version": "1.0"}, f"/fake/{name}"
+
+
+class _EntryPoint:
+    def __init__(self, name, dist, load):
+        self.name, self.dist, self._load = name, _Dist(dist), load
+
+    def load(self):
+        return self._load()
+
+
+def test_first_party_plugins_load_first_and_keep_their_names(monkeypatch):
+    """A third-party entry point cannot take a first-party name, and first-party components win clashes."""
+    import wm_framework.plugins as plugins_mod
+
+    loaded = []
+
+    def module(name, comp):
+        def load():
+            loaded.append(name)
+            return _module(name, register_envs=lambda register: register(comp, _env_factory))
+        return load
+
+    eps = [_EntryPoint("aaa_thirdparty", "acme-plugins", module("aaa", "toy")),
+           _EntryPoint("atari", "acme-plugins", module("fake_atari", "breakout_clone")),
+           _EntryPoint("atari", "wm-framework", module("atari", "breakout")),
+           _EntryPoint("blocks", "wm_framework", module("blocks", "toy"))]
+    monkeypatch.setattr(plugins_mod.md, "entry_points", lambda group: eps)
+    pm = PluginManager()
+    pm.load_entry_points()
+    assert loaded == ["atari", "blocks", "aaa"]  # first-party first, the impostor never imported
+    assert pm.plugins["atari"].package == "wm-framework" and pm.plugins["atari"].status == "ok"
+    impostor = pm.plugins["atari (acme-plugins)"]
+    assert impostor.status == "failed" and "already taken by wm-framework" in impostor.error
+    assert pm.registry.get("envs", "toy").plugin == "blocks"  # the first-party component kept its name
+    assert pm.plugins["aaa_thirdparty"].warnings == ["env 'toy' not registered: the name is taken by plugin 'blocks'"]
+
+
+def test_a_plugin_calling_sys_exit_at_import_does_not_take_the_cli_down(tmp_path):
+    """A real installed entry point (a dist-info on PYTHONPATH) whose module calls sys.exit(3) at import."""
+    (tmp_path / "exiting_plugin.py").write_text("import sys\nsys.exit(3)\n")
+    info = tmp_path / "exiting_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: exiting-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[wm_framework]\nexiting = exiting_plugin\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    r = run_wm("--version", env=env)
+    assert r.returncode == 0 and r.stdout.strip(), (r.returncode, r.stdout, r.stderr)
+    r = run_wm("plugins", "list", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["exiting"]["status"] == "failed" and rows["exiting"]["error"] == "import failed: called sys.exit(3)"
+    assert rows["atari"]["status"] == "ok"

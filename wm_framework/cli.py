@@ -65,6 +65,7 @@ def plugins_list(as_json: bool = typer.Option(False, "--json", help="Machine-rea
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="wm-framework plugins")
@@ -74,7 +75,9 @@ def plugins_list(as_json: bool = typer.Option(False, "--json", help="Machine-rea
     for r in rows:
         comps = "; ".join(f"{k}: {', '.join(v)}" for k, v in r["components"].items()) or "—"
         if r["error"]:
-            comps += f"\n[{colors[r['status']]}]{r['error']}[/]"
+            comps += f"\n[{colors[r['status']]}]{escape(r['error'])}[/]"
+        for w in r["warnings"]:
+            comps += f"\n[yellow]{escape(w)}[/]"
         table.add_row(r["name"], r["package"], r["version"], f"[{colors.get(r['status'], 'white')}]{r['status']}[/]", comps)
     Console().print(table)
 

@@ -12,6 +12,7 @@ at module level, and imports those packages only inside its factories.
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata as md
 import importlib.util
 import os
@@ -22,9 +23,11 @@ import pluggy
 
 from wm_framework import hookspecs
 from wm_framework.errors import WMUsageError
-from wm_framework.registry import Registry
+from wm_framework.registry import DuplicateComponentError, Registry, singular
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
+#: The distribution whose plugins are first-party: they load first and keep their names.
+FIRST_PARTY = "wm-framework"
 
 
 @dataclass
@@ -37,6 +40,7 @@ class PluginInfo:
     status: str = "ok"  # ok | unavailable | failed | disabled
     error: str | None = None
     components: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # e.g. a component skipped on a name clash
     module: ModuleType | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
@@ -47,6 +51,7 @@ class PluginInfo:
             "status": self.status,
             "error": self.error,
             "components": self.components,
+            "warnings": self.warnings,
         }
 
 
@@ -56,6 +61,19 @@ class PluginLoadError(WMUsageError):
 
 def _env_list(name: str) -> set[str]:
     return {x.strip() for x in os.environ.get(name, "").split(",") if x.strip()}
+
+
+def _normal(dist_name: str) -> str:
+    """Distribution names compare case- and separator-insensitively (PEP 503)."""
+    return dist_name.lower().replace("_", "-").replace(".", "-")
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, SystemExit):
+        return f"called sys.exit({e.code!r})"
+    if isinstance(e, KeyboardInterrupt):
+        return "raised KeyboardInterrupt"
+    return f"{type(e).__name__}: {e}"
 
 
 def _strict() -> bool:
@@ -87,13 +105,21 @@ class PluginManager:
     # -- loading ---------------------------------------------------------------------
     def load_entry_points(self) -> None:
         disabled = _env_list("WM_DISABLE_PLUGINS")
-        seen: set[str] = set()
         dist_cache: dict[str, tuple[str, str]] = {}
-        for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            if ep.name in seen:  # the same distribution found twice on sys.path
+        found = [(ep, *_dist_name_version(getattr(ep, "dist", None), dist_cache))
+                 for ep in md.entry_points(group=ENTRY_POINT_GROUP)]
+        # First-party plugins load first, so on a clash their names and components win.
+        found.sort(key=lambda f: (_normal(f[1]) != FIRST_PARTY, f[0].name))
+        for ep, package, version in found:
+            holder = self.plugins.get(ep.name)
+            if holder is not None:
+                if holder.package == package:  # the same distribution found twice on sys.path
+                    continue
+                key = f"{ep.name} ({package})"
+                self.plugins[key] = PluginInfo(ep.name, package=package, version=version, status="failed",
+                                               error=f"entry point name '{ep.name}' is already taken by "
+                                                     f"{holder.package}; not loaded (rename the entry point)")
                 continue
-            seen.add(ep.name)
-            package, version = _dist_name_version(getattr(ep, "dist", None), dist_cache)
             info = PluginInfo(ep.name, package=package, version=version)
             self.plugins[ep.name] = info
             if ep.name in disabled:
@@ -104,8 +130,8 @@ class PluginManager:
             except ModuleNotFoundError as e:
                 self._fail(info, "unavailable", f"missing module '{e.name}': pip install {e.name}", e)
                 continue
-            except Exception as e:  # noqa: BLE001 - isolate any plugin bug
-                self._fail(info, "failed", f"import failed: {type(e).__name__}: {e}", e)
+            except BaseException as e:  # noqa: BLE001 - isolate any plugin bug, sys.exit and Ctrl-C at import included
+                self._fail(info, "failed", f"import failed: {_describe(e)}", e)
                 continue
             self.register_module(module, ep.name, info)
 
@@ -122,17 +148,29 @@ class PluginManager:
             return info
         try:
             self.pm.register(module, name=name)
-        except Exception as e:  # noqa: BLE001 - e.g. a hook with a wrong signature
-            self._fail(info, "failed", f"registration failed: {type(e).__name__}: {e}", e)
+        except BaseException as e:  # noqa: BLE001 - e.g. a hook with a wrong signature
+            self._fail(info, "failed", f"registration failed: {_describe(e)}", e)
             return info
+        info.warnings.extend(self._unknown_hooks(module))
         try:
             self._run_register_hooks(name, info)
-        except Exception as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 - sys.exit or Ctrl-C in a hook included
             self.registry.remove_plugin(name)
             info.components = {}
             self.pm.unregister(name=name)
-            self._fail(info, "failed", f"registration failed: {type(e).__name__}: {e}", e)
+            self._fail(info, "failed", f"registration failed: {_describe(e)}", e)
         return info
+
+    def _unknown_hooks(self, module: ModuleType) -> list[str]:
+        """A hook implementation whose name matches no hookspec (a typo) is never called: say so."""
+        known = sorted(n for n in dir(hookspecs) if n.startswith("register_"))
+        out = []
+        for caller in self.pm.get_hookcallers(module) or []:
+            if caller.spec is None:
+                close = difflib.get_close_matches(caller.name, known, n=1)
+                out.append(f"hook '{caller.name}' matches no hookspec and is never called"
+                           + (f" (did you mean '{close[0]}'?)" if close else ""))
+        return out
 
     def _run_register_hooks(self, name: str, info: PluginInfo) -> None:
         for kind in hookspecs.KINDS:
@@ -142,7 +180,14 @@ class PluginManager:
                     continue
 
                 def register(comp_name, factory, _kind=kind, **meta):
-                    self.registry.add(_kind, comp_name, factory, name, **meta)
+                    try:
+                        self.registry.add(_kind, comp_name, factory, name, **meta)
+                    except DuplicateComponentError:
+                        # The earlier registration (first-party plugins load first) keeps the name.
+                        holder = self.registry.get(_kind, comp_name).plugin
+                        info.warnings.append(f"{singular(_kind)} '{comp_name}' not registered: the name is "
+                                             f"taken by plugin '{holder}'")
+                        return
                     info.components.setdefault(_kind, []).append(comp_name)
 
                 impl.function(register=register)
@@ -158,10 +203,10 @@ class PluginManager:
         for impl in self.pm.hook.register_commands.get_hookimpls():
             try:
                 impl.function(app=app)
-            except Exception as e:  # noqa: BLE001
+            except BaseException as e:  # noqa: BLE001
                 info = self.plugins.get(impl.plugin_name)
                 if info is not None:
-                    self._fail(info, "failed", f"register_commands failed: {type(e).__name__}: {e}", e)
+                    self._fail(info, "failed", f"register_commands failed: {_describe(e)}", e)
 
     def versions(self) -> dict[str, str]:
         """Plugin name -> version, saved into run directories and stores."""
