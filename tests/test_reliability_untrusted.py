@@ -133,6 +133,40 @@ def test_recipe_values_are_data_never_code(tmp_path, monkeypatch, capsys, text):
     assert not (tmp_path / "PWNED").exists()
 
 
+@pytest.mark.parametrize("label", ["../../../../x", "/tmp/abs", "lr[/x]", "..", ".hidden", "a\\b", "x" * 101])
+def test_sweep_labels_never_become_paths_outside_the_sweep(tmp_path, monkeypatch, capsys, label):
+    """A label is a directory name under sweep/: separators, dot names and markup are refused up front."""
+    monkeypatch.chdir(tmp_path)
+    recipe = tiny_recipe(tmp_path)
+    recipe.write_text(recipe.read_text() + f"\n[[sweep.runs]]\nlabel = {json.dumps(label)}\n")
+    assert wm_main(["validate", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "sweep.runs.0.label" in err and "not a safe directory name" in err and "Traceback" not in err
+    assert wm_main(["run", str(recipe), "--out", str(tmp_path / "runs")]) == 2
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "x").exists()
+    capsys.readouterr()
+
+
+def test_grid_labels_are_slugged_and_safe_labels_pass(tmp_path):
+    from wm_framework.recipe import expand_sweep
+
+    runs = expand_sweep({"name": "t", "sweep": {"grid": {"data.train": ["../../evil", "a/b.zarr"]},
+                                                "runs": [{"label": "cfg_A-1.5,lr=3e-4"}]}})
+    assert [label for label, _ in runs] == ["train=evil", "train=a-b.zarr", "cfg_A-1.5,lr=3e-4"]
+
+
+@pytest.mark.parametrize("out", ["", "   ", ".", "/proc/foo", "/sys/x.zarr"])
+def test_empty_or_special_out_paths_are_refused(tmp_path, monkeypatch, capsys, out):
+    monkeypatch.chdir(tmp_path)
+    code = wm_main(["data", "collect", "--env", "linear_state", "--policy", "random", "--episodes", "1", "--out", out])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --out") and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # nothing written into the current directory
+    if out.startswith("/"):
+        assert wm_main(["run", str(tiny_recipe(tmp_path)), "--out", out]) == 2
+        assert "refusing to write into" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- importers
 def _shards(root: Path, rows: int = 6, L: int = 3) -> None:
     root.mkdir(parents=True, exist_ok=True)

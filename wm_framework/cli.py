@@ -197,6 +197,10 @@ def run_cmd(recipe: Optional[str] = typer.Argument(None, help="Recipe TOML file,
 
         raise WMUsageError(f"--smoke and --preset {preset}: choose one (--smoke means --preset smoke)")
     preset = preset or ("smoke" if smoke else None)
+    if out is not None:
+        from wm_framework.commands import checked_out_path
+
+        checked_out_path(out)
     if nproc_per_node is not None or nnodes > 1:
         from wm_framework.runs.run import launch_torchrun
 

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from wm_framework.errors import RecipeError, WMUsageError
 from wm_framework.registry import resolved
@@ -119,11 +119,25 @@ class TrainConfig(_Strict):
     views: ViewsConfig = Field(default_factory=ViewsConfig, description="Image strips and open-loop rollout videos while training, for models that predict observations (latent-only models get none).")
 
 
+#: A sweep label becomes a directory name under the sweep (``sweep/<label>``): no separators,
+#: no "." or "..", nothing Rich would read as markup.
+SAFE_LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,=+\-]{0,99}")
+
+
 class SweepRun(_Strict):
     """One explicitly labelled run of a sweep."""
 
-    label: str = Field(description="Run label (a directory name).")
+    label: str = Field(description="Run label: the directory name of the run inside the sweep (letters, digits and "
+                                   "_ . , = + -; at most 100 characters; not starting with . or -).")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted overrides for this run.")
+
+    @field_validator("label")
+    @classmethod
+    def _safe_label(cls, v: str) -> str:
+        if not SAFE_LABEL.fullmatch(v):
+            raise ValueError(f"{v!r} is not a safe directory name (letters, digits and _ . , = + - only, at most "
+                             "100 characters, not starting with . or -)")
+        return v
 
 
 class SweepConfig(_Strict):
@@ -467,7 +481,7 @@ def load_recipe(path: str | Path, overrides: list[str] | dict | None = None, smo
 
 # ----------------------------------------------------------------------------- sweeps
 def _label_value(v: Any) -> str:
-    return re.sub(r"[^A-Za-z0-9_.\-]+", "-", str(v)).strip("-") or "x"
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "-", str(v)).strip("-.") or "x"
 
 
 def expand_sweep(data: dict) -> list[tuple[str, dict]]:
@@ -481,7 +495,7 @@ def expand_sweep(data: dict) -> list[tuple[str, dict]]:
     if grid:
         keys = list(grid)
         for values in itertools.product(*(grid[k] for k in keys)):
-            label = ",".join(f"{k.split('.')[-1]}={_label_value(v)}" for k, v in zip(keys, values))
+            label = ",".join(f"{_label_value(k.split('.')[-1])}={_label_value(v)}" for k, v in zip(keys, values))
             runs.append((label, apply_overrides(base, dict(zip(keys, values)))))
     for run in sweep.get("runs", []) or []:
         runs.append((run["label"], apply_overrides(base, run.get("overrides", {}))))

@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import typer
 
+from wm_framework.commands import checked_out_path
 from wm_framework.errors import WMUsageError
 
 app = typer.Typer(help="Episode datasets: collect, info, validate, import, overlap.", no_args_is_help=True,
@@ -58,6 +59,7 @@ def collect_cmd(
     from wm_framework.data.collect import collect
 
     env_params, policy_params = parse_overrides(overrides or [])
+    out = checked_out_path(out, store=True)
     store = collect(out, {"type": env, **env_params}, [{"type": p, **policy_params} for p in policy],
                     episodes=episodes, max_steps=max_steps, workers=workers, seed=seed, progress=progress)
     typer.echo(f"{store.path}: {store.num_episodes} episodes, {store.num_frames} frames")
@@ -120,7 +122,7 @@ def import_cmd(fmt: str = typer.Argument(..., metavar="FORMAT", help="npy-shards
     """Import episodes from another format into a new store."""
     from wm_framework.data.importers import import_store
 
-    store = import_store(fmt, src, out, policy=policy, layout=layout)
+    store = import_store(fmt, src, checked_out_path(out, store=True), policy=policy, layout=layout)
     typer.echo(f"{store.path}: imported {store.num_episodes} episodes, {store.num_frames} frames")
     params = store.env.get("params", {})
     if params.get("final_actions_without_obs"):
