@@ -52,6 +52,30 @@ def _plant(path: Path, marker: Path) -> None:
     torch.save(state, path)
 
 
+class _Reduce:
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+@pytest.mark.parametrize("fn, args, name", [
+    (os.system, ("true",), "system"), (eval, ("1",), "eval"), (exec, ("1",), "exec"),
+    (getattr, ("x", "upper"), "getattr"), (pickle.loads, (b"",), "loads"),
+])
+def test_every_refused_payload_names_its_global_in_one_line(tmp_path, fn, args, name):
+    """Whatever torch's wording for the refusal (blocked module or not-allowed global), the line
+    names the global and never repeats torch's advice to load the file unsafely."""
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {"x": _Reduce(fn, args)}}, path)
+    with pytest.raises(WMUsageError) as err:
+        load_checkpoint(path)
+    line = str(err.value)
+    assert "\n" not in line and "refused to unpickle non-tensor data (" in line and name in line
+    assert "weights_only` set to `False`" not in line and "Re-running" not in line
+
+
 def test_payload_is_live_when_unpickled_naively(tmp_path):
     """Control: the planted file really runs code under plain pickle (so the refusals below mean something)."""
     marker = tmp_path / "pwned"

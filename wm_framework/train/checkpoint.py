@@ -39,7 +39,10 @@ def _load_error_line(e: Exception) -> str:
     import re
 
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"WeightsUnpickler error: ([^\n.]*)", text)
+    # torch < 2.13: "Unsupported global: GLOBAL os.system was not an allowed global";
+    # torch 2.13 for blocked modules: "unsupported GLOBAL posix.system whose module posix is blocked".
+    found = (re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"unsupported GLOBAL (\S+)", text)
+             or re.search(r"WeightsUnpickler error: ([^\n.]*)", text))
     if found:
         return f"refused to unpickle non-tensor data ({found.group(1).strip()}); only tensors and plain containers load"
     lines = [x.strip() for x in text.splitlines() if x.strip()]
