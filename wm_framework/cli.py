@@ -182,9 +182,9 @@ def run_cmd(recipe: Optional[str] = typer.Argument(None, help="Recipe TOML file,
             smoke: bool = typer.Option(False, "--smoke", help="Same as --preset smoke: the pipeline CPU-sized, in minutes."),
             out: Optional[Path] = typer.Option(None, "--out", help="Parent directory for the run (default ./runs)."),
             resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory from its last checkpoint."),
-            nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", help="Data-parallel training: processes (GPUs) on this node; re-launches through torchrun."),
-            nnodes: int = typer.Option(1, "--nnodes", help="Nodes in the job (with --nproc-per-node)."),
-            node_rank: int = typer.Option(0, "--node-rank", help="This node's rank, 0 .. nnodes-1."),
+            nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", min=1, help="Data-parallel training: processes (GPUs) on this node; re-launches through torchrun."),
+            nnodes: int = typer.Option(1, "--nnodes", min=1, help="Nodes in the job (with --nproc-per-node)."),
+            node_rank: int = typer.Option(0, "--node-rank", min=0, help="This node's rank, 0 .. nnodes-1."),
             master_addr: Optional[str] = typer.Option(None, "--master-addr", help="Address of the node with --node-rank 0."),
             master_port: Optional[int] = typer.Option(None, "--master-port", help="Rendezvous port on that node (default 29500).")):
     """Run a recipe: data -> train -> probes/eval -> report."""

@@ -13,9 +13,9 @@ import difflib
 import itertools
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
 from wm_framework.errors import RecipeError, WMUsageError
 from wm_framework.registry import resolved
@@ -30,15 +30,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: Whole numbers that must be written as such: `true` or `1e20` are refused, not coerced.
+Int = Annotated[int, Strict()]
+#: Seeds feed numpy's and torch's generators, which take 0 .. 2**32 - 1 (numpy refuses negatives).
+Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1)]
+#: Sizes beyond these are refused up front (with the limit in the message) instead of hanging.
+MAX_STEPS, MAX_EPISODES, MAX_EPISODE_STEPS = 10**9, 10**7, 10**7
+
+
 class CollectConfig(_Strict):
     """How to build a store that is missing: an env, one or more policies, a count."""
 
     env: dict = Field(description="Environment table: {type = NAME, ...params}.")
     policies: list[dict] = Field(description="Policy tables [{type = NAME, ...params}]; each gets `episodes` episodes.")
-    episodes: int = Field(ge=1, description="Episodes per policy (in total, existing ones count).")
-    max_steps: int | None = Field(default=None, ge=1, description="Cap on steps per episode.")
-    workers: int = Field(default=1, ge=1, description="Worker processes running env + policy.")
-    seed: int = Field(default=0, description="Base seed; episode seeds derive from it.")
+    episodes: Int = Field(ge=1, le=MAX_EPISODES, description="Episodes per policy (in total, existing ones count).")
+    max_steps: Int | None = Field(default=None, ge=1, le=MAX_EPISODE_STEPS, description="Cap on steps per episode.")
+    workers: Int = Field(default=1, ge=1, le=1024, description="Worker processes running env + policy.")
+    seed: Seed = Field(default=0, description="Base seed; episode seeds derive from it.")
 
 
 class DataConfig(_Strict):
@@ -50,7 +58,7 @@ class DataConfig(_Strict):
     frameskip: int = Field(default=1, ge=1, description="Raw steps between consecutive frames of a window; actions are grouped in blocks of this size.")
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0, description="Fraction of training-store episodes held out for validation.")
     holdout_policies: list[str] = Field(default_factory=list, description="Policies whose episodes never enter training (the 'holdout' split).")
-    split_seed: int = Field(default=0, description="Seed of the episode split.")
+    split_seed: Seed = Field(default=0, description="Seed of the episode split.")
     mode: Literal["auto", "ram", "cache"] = Field(default="auto", description="Window sampler mode: decode into RAM, rotating chunk cache, or auto.")
     collect: CollectConfig | None = Field(default=None, description="How to build `train` when it is missing.")
     collect_test: CollectConfig | None = Field(default=None, description="How to build `test` when it is missing.")
@@ -93,9 +101,9 @@ class ViewsConfig(_Strict):
 class TrainConfig(_Strict):
     """The one training loop's settings."""
 
-    steps: int | None = Field(default=None, ge=1, description="Optimiser steps (set this or `epochs`).")
+    steps: Int | None = Field(default=None, ge=1, le=MAX_STEPS, description="Optimiser steps (set this or `epochs`).")
     epochs: float | None = Field(default=None, gt=0, description="Epochs over the training windows (steps = epochs * windows / batch_size).")
-    batch_size: int = Field(default=64, ge=1, description="Windows per optimiser step.")
+    batch_size: Int = Field(default=64, ge=1, le=10**6, description="Windows per optimiser step.")
     lr: float = Field(default=3e-4, gt=0, description="Peak learning rate (AdamW).")
     min_lr: float = Field(default=0.0, ge=0, description="Learning rate at the end of the cosine decay.")
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay, applied to >=2-D parameters only.")
@@ -113,6 +121,28 @@ class TrainConfig(_Strict):
     log_every: int = Field(default=20, ge=1, description="Log metrics every N steps.")
     nan_policy: Literal["stop", "skip"] = Field(default="stop", description="On a NaN/Inf loss or gradient: stop (exit 1) or skip the step.")
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads (default: torch's choice).")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError(f"{list(v)}: each AdamW beta must lie in [0, 1)")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+            raise ValueError(f"{v!r} is not a device: auto, cpu, cuda, cuda:N or mps")
+        return v
+
+    @field_validator("checkpoint_epochs")
+    @classmethod
+    def _positive_epochs(cls, v: list[float]) -> list[float]:
+        bad = [e for e in v if not e > 0]
+        if bad:
+            raise ValueError(f"epochs must be > 0, got {bad}")
+        return v
     tensorboard: bool = Field(default=True, description="Also log to TensorBoard when it is installed.")
     wandb: WandbConfig | None = Field(default=None, description="Log to Weights & Biases.")
     probe_curve: ProbeCurveConfig | None = Field(default=None, description="Held-out ridge R^2 per label task and collapse diagnostics (predictor vs copy-last, dead dims, effective rank) every N steps, plotted into the report; off when absent.")
@@ -161,7 +191,7 @@ class Recipe(_Strict):
 
     name: str = Field(description="Recipe name (run directories are named after it).")
     description: str = Field(default="", description="One line about what the recipe does.")
-    seed: int = Field(default=0, description="Global seed (model init, sampling, probes).")
+    seed: Seed = Field(default=0, description="Global seed (model init, sampling, probes).")
     stages: list[str] = Field(default_factory=lambda: ["data", "train"], description="Stages in order.")
     data: DataConfig | None = Field(default=None, description="Datasets.")
     model: ModelConfig | None = Field(default=None, description="Model composition.")

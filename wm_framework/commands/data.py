@@ -48,11 +48,11 @@ def collect_cmd(
     overrides: Optional[List[str]] = typer.Argument(None, help="env.PARAM=VALUE / policy.PARAM=VALUE (values parsed as TOML)."),
     env: str = typer.Option(..., "--env", help="Registered env name (see `wm components list --kind envs`)."),
     policy: List[str] = typer.Option(..., "--policy", help="Policy name; repeat for several policies."),
-    episodes: int = typer.Option(..., "--episodes", help="Target number of episodes PER POLICY (existing ones count)."),
+    episodes: int = typer.Option(..., "--episodes", min=1, max=10**7, help="Target number of episodes PER POLICY (existing ones count)."),
     out: str = typer.Option(..., "--out", help="Store path (created, or topped up if it exists)."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Truncate episodes after this many steps."),
-    workers: int = typer.Option(1, "--workers", help="Worker processes running env + policy."),
-    seed: int = typer.Option(0, "--seed", help="Base seed of the episode seeds."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, max=10**7, help="Truncate episodes after this many steps."),
+    workers: int = typer.Option(1, "--workers", min=1, max=1024, help="Worker processes running env + policy."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Base seed of the episode seeds."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ):
     """Collect episodes of policies in an env into a Zarr store."""
