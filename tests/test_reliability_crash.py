@@ -178,3 +178,23 @@ def test_training_survives_sigkill_and_resume_is_bit_exact(server, tmp_path):
         finished += 1
         run = None
     assert kills >= 20 and finished >= 1 and run is None
+
+
+def test_resume_removes_stale_temp_files_everywhere_in_the_run(tmp_path, monkeypatch, capsys):
+    """A kill mid atomic write leaves `.<name>.<random>.tmp` files; --resume removes them at the
+    run root, in plots/ and in checkpoints/ (not only checkpoints/), and nothing else."""
+    from _reliability_util import tiny_run
+
+    monkeypatch.chdir(tmp_path)
+    run = tiny_run(tmp_path)
+    stale = [run / ".results.json.k2j3.tmp", run / ".report.md.x.tmp", run / "checkpoints" / ".last.pt.q.tmp"]
+    (run / "plots").mkdir(exist_ok=True)
+    stale.append(run / "plots" / ".curve.png.z.tmp")
+    for f in stale:
+        f.write_text("half-written")
+    keep = [run / ".hidden_but_not_temp", run / "notes.tmp.txt"]
+    for f in keep:
+        f.write_text("mine")
+    assert wm_main(["run", "--resume", str(run)]) == 0, capsys.readouterr().err
+    assert not any(f.exists() for f in stale)
+    assert all(f.read_text() == "mine" for f in keep)

@@ -136,11 +136,30 @@ def _resumed_context(resume: str, recipe_path: str | None, overrides: list[str],
         raise WMUsageError("--resume: a preset cannot change a run that already started; drop --preset/--smoke")
     ctx = load_run(resume)
     data, changes = resume_overrides(load_toml(Path(resume) / "recipe.resolved.toml"), overrides)
+    if is_main:
+        remove_stale_temp_files(ctx.path)
     if changes:
         if is_main:
             record_resume(ctx.path, data, changes)
         ctx.recipe = validate(data)
     return ctx, data
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Delete the ``.<name>.<random>.tmp`` files a kill left mid atomic write anywhere in a run
+    directory (its root, plots/, checkpoints/, sweep runs): never renamed, so never valid.
+    Symlinked directories are not followed."""
+    removed = []
+    for root, dirs, files in os.walk(run_dir, followlinks=False):
+        for name in files:
+            if name.startswith(".") and name.endswith(".tmp"):
+                path = Path(root) / name
+                try:
+                    path.unlink()
+                    removed.append(path)
+                except OSError:
+                    pass
+    return removed
 
 
 def _device_hint(recipe_path: str | None, resume: str | None) -> str:
