@@ -23,6 +23,7 @@ import numpy as np
 from wm_framework.data.store import EpisodeStore
 from wm_framework.data.writer import StoreWriter, WholeChunkWriter, jsonish, whole_chunk_span
 from wm_framework.errors import WMUsageError
+from wm_framework.locks import exclusive, store_lock_file
 
 
 # ----------------------------------------------------------------------------- worker messages
@@ -212,16 +213,19 @@ def collect(out, env: dict, policies: list[dict], episodes: int, max_steps: int 
     _split(env, "env")
     for p in policies:
         _split(p, "policy")
-    have, used = _existing_episodes(out, labels)
-    per_policy = [[(p, s) for s in episode_seeds(seed, lab, max(0, episodes - have[lab]), used[lab])]
-                  for p, lab in enumerate(labels)]
-    # Interleave policies so an interrupted run leaves a balanced store.
-    tasks = [t for k in range(max(map(len, per_policy))) for queue in per_policy if k < len(queue) for t in [queue[k]]]
-    if workers == 1 or len(tasks) <= 1:
-        _collect_in_process(out, env, policies, labels, tasks, max_steps, progress)
-    else:
-        _collect_in_workers(out, env, policies, labels, tasks, max_steps, min(workers, len(tasks)), progress)
-    return EpisodeStore.open(out)
+    # One writer per store: a second collect into it stops here, naming the holder's PID.
+    with exclusive(store_lock_file(out), f"store {out}"):
+        have, used = _existing_episodes(out, labels)
+        per_policy = [[(p, s) for s in episode_seeds(seed, lab, max(0, episodes - have[lab]), used[lab])]
+                      for p, lab in enumerate(labels)]
+        # Interleave policies so an interrupted run leaves a balanced store.
+        tasks = [t for k in range(max(map(len, per_policy))) for queue in per_policy if k < len(queue)
+                 for t in [queue[k]]]
+        if workers == 1 or len(tasks) <= 1:
+            _collect_in_process(out, env, policies, labels, tasks, max_steps, progress)
+        else:
+            _collect_in_workers(out, env, policies, labels, tasks, max_steps, min(workers, len(tasks)), progress)
+        return EpisodeStore.open(out)
 
 
 def _existing_episodes(out, labels: list[str]) -> tuple[dict, dict]:

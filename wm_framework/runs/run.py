@@ -22,6 +22,7 @@ import tomli_w
 from wm_framework.errors import WMRuntimeError, WMUsageError
 from wm_framework.recipe import expand_sweep, load_toml, parse_overrides, resolve, validate
 from wm_framework.runs.context import RunContext, git_revision, load_run, new_run_dir
+from wm_framework.locks import exclusive, run_lock_file
 from wm_framework.train import distributed
 from wm_framework.atomic import atomic_write_json, atomic_write_text
 
@@ -90,9 +91,12 @@ def run_recipe(recipe_path: str | None, overrides: list[str] | None = None, smok
     info = distributed.setup(_device_hint(recipe_path, resume))
     try:
         if resume:
-            ctx, data = _resumed_context(resume, recipe_path, list(overrides or []), smoke, preset, info.is_main)
-            ctx.resume, ctx.progress = True, progress and info.is_main
-            _run_all(ctx, data, resumed=True)
+            # One process per run: a second `--resume` on it stops here, naming the holder.
+            lock = run_lock_file(resume) if info.is_main and Path(resume).is_dir() else None
+            with exclusive(lock, f"run {resume}"):
+                ctx, data = _resumed_context(resume, recipe_path, list(overrides or []), smoke, preset, info.is_main)
+                ctx.resume, ctx.progress = True, progress and info.is_main
+                _run_all(ctx, data, resumed=True)
             return ctx.path
         if recipe_path is None:
             raise WMUsageError("give a recipe file, or --resume RUN_DIR")
@@ -112,7 +116,8 @@ def run_recipe(recipe_path: str | None, overrides: list[str] | None = None, smok
         path = Path(distributed.broadcast_object(str(path) if path else None))
         ctx = RunContext(path, recipe)
         ctx.resume, ctx.progress = False, progress and info.is_main
-        _run_all(ctx, data, resumed=False)
+        with exclusive(run_lock_file(path) if info.is_main else None, f"run {path}"):
+            _run_all(ctx, data, resumed=False)
         return path
     finally:
         if info.enabled:
