@@ -280,3 +280,20 @@ def test_idm_output_is_standardised_over_the_batch_before_quantisation():
     plain = make_latent_action_vqvae(idm="concat", codebook_size=16, code_dim=4, width=16, n_down=2, context=2,
                                      obs_shape=(1, 16, 16), action_dim=4, standardize=False)
     assert isinstance(plain.standardize, torch.nn.Identity)
+
+
+def test_change_weighted_reconstruction_weights_only_changed_pixels():
+    from wm_plugins.latent_actions.losses import VQReconLoss
+    from wm_plugins.latent_actions.model import EXTRAS
+
+    frames = torch.zeros(1, 3, 4)  # [B, T, D]: 3 frames of 4 pixels
+    frames[0, 2, 0] = 1.0  # pixel 0 changes between frame 1 and frame 2
+    target = frames[:, 1:]
+    pred_frames = torch.full((1, 2, 4), 0.5)  # the same error (0.25) on every pixel
+    extras = torch.zeros(1, 2, len(EXTRAS))  # all positions inferred, no VQ errors
+    out = {"pred": torch.cat([pred_frames, extras], -1), "target": target, "z": frames}
+    plain = VQReconLoss()(out, {})["recon"]
+    weighted = VQReconLoss(change_weight=3.0)(out, {})["recon"]
+    assert plain == pytest.approx(0.25)
+    # position 0 (frame 0 -> 1): nothing changes; position 1: pixel 0 weighs 1 + 3
+    assert weighted == pytest.approx((0.25 + 0.25 * (4 + 1 + 1 + 1) / 4) / 2)
