@@ -97,7 +97,7 @@ def test_cli_validate_bad_recipe_exit_2_one_line_per_problem(tmp_path):
     r = run_wm("validate", str(f))
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
-    assert "train.steps: Input should be a valid integer, unable to parse string as an integer" in lines
+    assert "train.steps: Input should be a valid integer" in lines  # strict: "many", true and 1e20 alike
     assert "train.batchsize: unknown key (did you mean 'batch_size'?)" in lines
     assert all(":" in line and "Traceback" not in line for line in lines)
 
