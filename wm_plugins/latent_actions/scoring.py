@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from wm_plugins.latent_actions.model import split_prediction
 from wm_plugins.latent_actions.report_config import LatentActionsReportConfig
 
 
@@ -107,8 +108,8 @@ def score_run(ctx, cfg: LatentActionsReportConfig, examples: int = 6) -> tuple[d
             codes = vq.quantizer.nearest(z_e.flatten(0, 1)).view(b, t - 1)
             a2l = vq.action_logits(action[:, :t]).argmax(-1)  # [B,T]
             own = vq.quantizer.embed(codes).float()
-            from_action = vq.quantizer.embed(a2l[:, -1:]).float()
-            recon = vq.decode(inputs, torch.cat([own, from_action], 1))  # [B,T,C,H,W]
+            # The forward already decoded every position (inferred codes, then the action's code last).
+            recon = split_prediction(out["pred"])[0].float().reshape(b, t, c, h, w)
             shuffled_codes = torch.roll(codes, 1, 0) if b > 1 else torch.roll(codes, 1, 1)
             shuffled = vq.decode(inputs[:, :-1].contiguous(), vq.quantizer.embed(shuffled_codes).float())
             err = (recon - target).pow(2).flatten(2).mean(-1).numpy()  # [B,T]
