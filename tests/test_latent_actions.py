@@ -237,6 +237,8 @@ def test_recipe_end_to_end_on_breakout(tmp_path, monkeypatch):
                 "a2l_majority", "ze_dead_dims", "ball_peak", "action_recon_mse"):
         assert key in row, key
     assert 1 <= row["codes_used"] <= row["codebook_size"] and 0.0 < row["a2l_majority"] <= 1.0
+    smoke = data["presets"]["smoke"].get("model.predictor.dead_code_restart", True)
+    assert row["dead_code_restart"] is smoke  # the factory's default when the recipe is silent
     report = (run / "report.md").read_text()
     assert "## Latent actions" in report and "code gain" in report
     assert (run / "plots" / "codebook_entropy.png").is_file()

@@ -119,7 +119,17 @@ def _fmt(v) -> str:
 
 FACTORS = {"ema": "codebook updates", "codebook_size": "codebook size", "idm": "inverse-dynamics encoder",
            "residual": "decoder output", "dead_code_restart": "dead-code restarts"}
-DEFAULTS = {"ema": True, "codebook_size": 256, "idm": "cross_attention", "residual": True, "dead_code_restart": False}
+
+
+def _factor_defaults() -> dict:
+    """The factors' defaults, read from the model factory's signature (one source of truth:
+    a table copied here once said restarts were off by default when they were on)."""
+    import inspect
+
+    from wm_plugins.latent_actions.model import make_latent_action_vqvae
+
+    params = inspect.signature(make_latent_action_vqvae).parameters
+    return {k: params[k].default for k in FACTORS}
 
 
 def write_report(ctx, cfg: LatentActionsReportConfig) -> None:
@@ -128,7 +138,7 @@ def write_report(ctx, cfg: LatentActionsReportConfig) -> None:
     rows, ema, grids = {}, {}, {}
     for label, sub in runs:
         predictor = (sub.recipe.model.predictor if sub.recipe.model else {}) or {}
-        row = {k: predictor.get(k, d) for k, d in DEFAULTS.items()}
+        row = {k: predictor.get(k, d) for k, d in _factor_defaults().items()}
         ema[label] = bool(row["ema"])
         row.update({f"train_{k}": v for k, v in final_metrics(read_metrics(sub.path)).items()})
         if sub.checkpoints():
