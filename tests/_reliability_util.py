@@ -10,13 +10,14 @@ The server itself never opens a store or trains (no zarr event-loop thread, no t
 thread pool), so forking it is safe; it checks that it is single-threaded before
 every fork.
 
-Protocol (one JSON object per line): request ``{"task": "collect"|"run", "kwargs":
-{...}, "kill_after": seconds or null, "cwd": dir, "log": file}``; reply ``{"killed":
+Protocol (one JSON object per line): request ``{"task": "collect"|"run"|"import", "kwargs":
+{...}, "kill_after": seconds or null, "kill_when": [globs], "cwd": dir, "log": file}``; reply ``{"killed":
 bool, "code": exit code or null, "elapsed": seconds}``.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -37,8 +38,12 @@ class ForkServer:
         ready = self.proc.stdout.readline()
         assert ready.strip() == "ready", f"fork server failed to start: {ready!r}"
 
-    def call(self, task: str, cwd: Path, log: Path, kill_after: float | None = None, **kwargs) -> dict:
-        req = {"task": task, "kwargs": kwargs, "kill_after": kill_after, "cwd": str(cwd), "log": str(log)}
+    def call(self, task: str, cwd: Path, log: Path, kill_after: float | None = None,
+             kill_when: list[str] | None = None, **kwargs) -> dict:
+        """Run ``task`` in a forked child; SIGKILL it after ``kill_after`` seconds or as soon
+        as a path matching one of the ``kill_when`` globs exists (polled every ~0.2 ms)."""
+        req = {"task": task, "kwargs": kwargs, "kill_after": kill_after, "kill_when": kill_when or [],
+               "cwd": str(cwd), "log": str(log)}
         self.proc.stdin.write(json.dumps(req) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
@@ -64,6 +69,10 @@ def _child(task: str, kwargs: dict) -> None:
         from wm_framework.runs.run import run_recipe
 
         run_recipe(progress=False, **kwargs)
+    elif task == "import":
+        from wm_framework.data.importers import import_store
+
+        import_store(**kwargs)
     else:
         raise ValueError(task)
 
@@ -76,6 +85,7 @@ def _serve() -> None:
     torch.set_num_threads(1)
     import torch._dynamo  # noqa: F401 - the optimizer imports it lazily (~2 s)
     import wm_framework.data.collect  # noqa: F401
+    import wm_framework.data.importers  # noqa: F401
     import wm_framework.runs.run  # noqa: F401
     import wm_framework.train.loop  # noqa: F401
     from wm_framework.plugins import get_plugin_manager
@@ -113,15 +123,17 @@ def _serve() -> None:
                 os._exit(code)
         status, killed = None, False
         deadline = None if req["kill_after"] is None else t0 + float(req["kill_after"])
+        watch = req.get("kill_when") or []
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 break
-            if deadline is not None and time.perf_counter() >= deadline:
+            seen = any(glob.glob(pattern) for pattern in watch)
+            if seen or (deadline is not None and time.perf_counter() >= deadline):
                 os.kill(pid, signal.SIGKILL)
                 _, status = os.waitpid(pid, 0)
                 break
-            time.sleep(0.001)
+            time.sleep(0.0002 if watch else 0.001)
         if os.WIFSIGNALED(status):
             killed, code = os.WTERMSIG(status) == signal.SIGKILL, None
         else:

@@ -55,7 +55,8 @@ def test_npy_shards_rebuilds_each_episode_once(tmp_path):
     _write_npy_shards(src, eps)  # 7-row shards: episodes straddle shard boundaries
     before = sorted(os.listdir(tmp_path))
     s = import_store("npy-shards", src, tmp_path / "out.zarr")
-    assert sorted(os.listdir(tmp_path)) == sorted(before + ["out.zarr"])  # wrote only --out
+    # wrote only --out (and its lock file, documented in locks.py); no temporary left behind
+    assert sorted(os.listdir(tmp_path)) == sorted(before + ["out.zarr", ".out.zarr.wm-lock"])
     assert s.num_episodes == 4
     # T stored frames (the frame after the last action is not in the shards) -> T rows
     assert s.episode_lengths.tolist() == [9, 5, 12, 4]

@@ -198,3 +198,66 @@ def test_resume_removes_stale_temp_files_everywhere_in_the_run(tmp_path, monkeyp
     assert wm_main(["run", "--resume", str(run)]) == 0, capsys.readouterr().err
     assert not any(f.exists() for f in stale)
     assert all(f.read_text() == "mine" for f in keep)
+
+
+# ----------------------------------------------------------------------------- creation windows
+# A random kill rarely lands in the ~50 ms while a store or run directory is being made;
+# these kill exactly there, as soon as a file of the creation appears (polled every
+# ~0.2 ms). Before stores and runs were built in a sibling and renamed, a kill when the
+# store's root zarr.json appeared left a store every later collect failed to open, and a
+# run directory without recipe.resolved.toml that --resume called "not a run directory".
+CREATION_POINTS = {
+    "store root appears": ["s.zarr/zarr.json"],
+    "store being built": [".s.zarr.*.creating/episodes"],
+    "first index chunk": ["s.zarr/episodes/ends/c/0", ".s.zarr.*.creating/episodes/ends/c/0"],
+}
+
+
+@pytest.mark.parametrize("point", list(CREATION_POINTS))
+def test_kill_during_store_creation_leaves_no_store_or_a_whole_one(server, tmp_path, point):
+    log = tmp_path / "log"
+    kw = dict(out=str(tmp_path / "s.zarr"), env={"type": "linear_state", "max_steps": 5},
+              policies=[{"type": "random"}], episodes=3)
+    r = server.call("collect", tmp_path, log, kill_when=[str(tmp_path / g) for g in CREATION_POINTS[point]], **kw)
+    assert r["killed"], f"the kill point {point} was never reached: {log.read_text()[-2000:]}"
+    store = tmp_path / "s.zarr"
+    assert not store.exists() or validate_store(store) == [], validate_store(store)
+    r = server.call("collect", tmp_path, log, **kw)  # the same command again finishes
+    assert r["code"] == 0, log.read_text()[-2000:]
+    assert validate_store(store) == [] and EpisodeStore.open(store).num_episodes == 3
+    assert not list(tmp_path.glob(".*.creating"))  # the killed creation's leftovers are gone
+
+
+@pytest.mark.parametrize("point", ["final", "being built"])
+def test_kill_during_run_directory_creation_leaves_a_resumable_run_or_none(server, tmp_path, point):
+    from _reliability_util import tiny_recipe
+
+    log = tmp_path / "log"
+    recipe = tiny_recipe(tmp_path)
+    runs = tmp_path / "runs"
+    watch = str(runs / "*_tiny") if point == "final" else str(runs / ".*_tiny.*.creating")
+    r = server.call("run", tmp_path, log, kill_when=[watch], recipe_path=str(recipe), out=str(runs))
+    assert r["killed"], log.read_text()[-2000:]
+    for run in [p for p in runs.iterdir() if not p.name.startswith(".")] if runs.exists() else []:
+        assert (run / "recipe.resolved.toml").is_file() and (run / "run.json").is_file()
+        r = server.call("run", tmp_path, log, recipe_path=None, resume=str(run))
+        assert r["code"] == 0, log.read_text()[-2000:]
+        assert json.loads((run / "results.json").read_text())["train"]["global_step"] == 4
+
+
+def test_kill_during_import_leaves_no_store_and_the_import_reruns(server, tmp_path):
+    from test_data_importers import _episodes, _write_npy_shards
+
+    src = tmp_path / "shards"
+    src.mkdir()
+    _write_npy_shards(src, _episodes([9, 5, 12, 4], np.random.default_rng(0)))
+    log, out = tmp_path / "log", tmp_path / "out.zarr"
+    # after the first episode is committed: the import is half done
+    watch = [str(out / "episodes/ends/c/0"), str(tmp_path / ".out.zarr.*.creating/episodes/ends/c/0")]
+    r = server.call("import", tmp_path, log, kill_when=watch, fmt="npy-shards", src=str(src), out=str(out))
+    assert r["killed"], log.read_text()[-2000:]
+    assert not out.exists() or validate_store(out) == []
+    if not out.exists():
+        r = server.call("import", tmp_path, log, fmt="npy-shards", src=str(src), out=str(out))
+        assert r["code"] == 0, log.read_text()[-2000:]
+    assert EpisodeStore.open(out).num_episodes == 4 and validate_store(out) == []

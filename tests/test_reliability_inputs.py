@@ -283,7 +283,7 @@ def test_full_disk_during_training_is_one_line_and_keeps_checkpoint(tmp_path, mo
     err = capsys.readouterr().err
     monkeypatch.undo()
     errors = [x for x in err.splitlines() if x.startswith("error")]
-    assert code == 1 and len(errors) == 1 and "No space left" in errors[0] and "Traceback" not in err, err
+    assert code == 1 and len(errors) == 1 and "no space left on device" in errors[0] and "Traceback" not in err, err
     run = next((tmp_path / "runs").iterdir())
     state = ck.load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["step"] == 2

@@ -258,3 +258,41 @@ def test_hdf5_importer_refuses_references_to_other_files(tmp_path, capsys, kind)
     code, err = _import(capsys, "hdf5", tmp_path / "d.h5", tmp_path / "x.zarr")
     line = _one_error_line(err)
     assert code == 2 and "'stolen'" in line and "refusing" in line
+
+
+# ----------------------------------------------------------------------------- run directories
+@pytest.mark.parametrize("planted", ["metrics.jsonl", "checkpoints"])
+def test_symlink_leaving_a_run_directory_is_refused_on_resume(tmp_path, capsys, planted):
+    """Before: a symlinked metrics.jsonl or checkpoints/ was written through on --resume."""
+    import shutil
+
+    run = tiny_run(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = outside / planted
+    shutil.move(str(run / planted), str(target))
+    (run / planted).symlink_to(target)
+    before = {p: p.read_bytes() for p in outside.rglob("*") if p.is_file()}
+    code = wm_main(["run", "--resume", str(run), "train.steps=6"])
+    line = _one_error_line(capsys.readouterr().err)
+    assert code == 2 and f"'{planted}' is a symlink" in line, line
+    assert {p: p.read_bytes() for p in outside.rglob("*") if p.is_file()} == before
+
+
+def test_checkpoint_named_outside_the_run_by_index_json_is_refused(tmp_path, capsys):
+    """Before: index.json naming ../../outside/foreign.pt made `wm probe` load that file."""
+    import shutil
+
+    from wm_framework.runs.context import load_run
+
+    run = tiny_run(tmp_path)
+    (tmp_path / "outside").mkdir()
+    shutil.copy(run / "checkpoints" / "last.pt", tmp_path / "outside" / "foreign.pt")
+    index = run / "checkpoints" / "index.json"
+    entries = json.loads(index.read_text())
+    entries.append({**entries[-1], "file": "../../outside/foreign.pt", "label": "foreign"})
+    index.write_text(json.dumps(entries))
+    with pytest.raises(WMUsageError, match="resolves outside"):
+        load_run(run).checkpoints()
+    assert wm_main(["probe", str(run)]) == 2
+    assert "foreign.pt" in _one_error_line(capsys.readouterr().err)

@@ -13,9 +13,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+from wm_framework.stops import DISK_FULL
+
+#: Suffix of a directory being populated before its rename (see :func:`atomic_directory`).
+CREATING_SUFFIX = ".creating"
 
 
 def current_umask() -> int:
@@ -45,11 +53,16 @@ def atomic_write(path: str | Path, write: Callable[[Any], None]) -> None:
             os.fsync(f.fileno())
             os.fchmod(f.fileno(), 0o666 & ~current_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        full = next((x for x in (e, e.__context__) if isinstance(x, OSError) and x.errno in DISK_FULL), None)
+        if full is not None and (full is not e or not e.filename):
+            # torch.save hides a short write as "RuntimeError: ... unexpected pos" (and a raw
+            # write names no file): say what it was and which file
+            raise OSError(full.errno, os.strerror(full.errno), str(path)) from e
         raise
 
 
@@ -63,6 +76,51 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+@contextmanager
+def atomic_directory(final: str | Path) -> Iterator[Path]:
+    """Populate a new directory that appears at ``final`` complete or not at all.
+
+    Yields a hidden temporary sibling (``.<name>.XXXX.creating``, mode as ``mkdir`` under
+    the umask gives); when the block ends without error it is renamed to ``final``, which
+    must not exist or be an empty directory. A kill at any instant leaves ``final`` absent
+    or complete; what it leaves behind is a ``.creating`` sibling that
+    :func:`remove_stale_creations` removes. Why: a store or run directory half-created by
+    a kill used to be unopenable for good (its re-run opened it strictly, and failed).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=CREATING_SUFFIX, dir=final.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~current_umask())
+        yield tmp
+        os.rename(tmp, final)  # atomic; refuses a non-empty target
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def remove_stale_creations(final: str | Path, older_than_s: float = 0.0) -> list[Path]:
+    """Remove the ``.creating`` siblings an interrupted :func:`atomic_directory` left for
+    ``final`` (for every name in its folder when ``final``'s name is ``*``).
+
+    The caller must know nobody is creating ``final`` right now (it holds the lock), or
+    pass ``older_than_s`` longer than any creation takes.
+    """
+    final = Path(final)
+    gone: list[Path] = []
+    if not final.parent.is_dir():
+        return gone
+    now = time.time()
+    for p in final.parent.glob(f".{final.name}.*{CREATING_SUFFIX}"):
+        try:
+            if p.is_dir() and not p.is_symlink() and now - p.lstat().st_mtime >= older_than_s:
+                shutil.rmtree(p)
+                gone.append(p)
+        except OSError:
+            pass
+    return gone
 
 
 def save_png(fig, path: str | Path) -> Path:

@@ -245,10 +245,26 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("WM_DEBUG") == "1"
+    from wm_framework.stops import describe_stop, install_signal_handlers, pending_stop
+
+    install_signal_handlers()  # SIGTERM unwinds like Ctrl-C: workers stopped, locks released, one line
     try:
-        cli = build_app()
-        rc = cli(args=argv, prog_name="wm", standalone_mode=False)
-        return rc if isinstance(rc, int) else 0  # a command's typer.Exit(code) comes back as rc
+        try:
+            cli = build_app()
+            rc = cli(args=argv, prog_name="wm", standalone_mode=False)
+            stop = pending_stop()  # Typer returned 130 for an interrupt it swallowed
+            if stop is not None:
+                _quiet_shutdown()
+                print(stop.line, file=sys.stderr)
+                return stop.exit_code
+            return rc if isinstance(rc, int) else 0  # a command's typer.Exit(code) comes back as rc
+        except BaseException as e:
+            _quiet_shutdown()
+            stop = None if isinstance(e, SystemExit) else describe_stop(e)
+            if stop is None or (debug and stop.exit_code == 1):
+                raise
+            print(stop.line, file=sys.stderr)
+            return stop.exit_code
     except RecipeError as e:
         for line in e.problems:
             print(line, file=sys.stderr)
@@ -258,17 +274,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 1
     except Exception as e:  # noqa: BLE001 - click usage errors and anything unexpected
         # Duck-typed: Typer may use click or its own vendored copy (typer._click).
         name = type(e).__name__
-        if name == "Abort":
-            print("interrupted", file=sys.stderr)
-            return 130
         if name == "Exit" and hasattr(e, "exit_code"):
             return int(e.exit_code)
         if hasattr(e, "show") and hasattr(e, "exit_code"):
@@ -278,6 +288,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def _quiet_shutdown() -> None:
+    """After an error, zarr's event loop may hold tasks that die with the process; asyncio
+    would log each ("Task was destroyed but it is pending!", ~50 lines) after our one line."""
+    import logging
+
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 
 def entry() -> None:

@@ -53,6 +53,28 @@ class EnvCapabilities(Protocol):
         names the F labels of the goal that are its target."""
 
 
+#: Largest image side an env may be asked to render (pixels). A frame of 2048 x 2048 x 3
+#: is 12 MB; beyond that no model here trains on one CPU or GPU, and a typo (an extra zero)
+#: would first try to allocate tens of GB. Envs check their size parameters against it.
+MAX_FRAME_SIDE = 2048
+
+
+def check_frame_size(owner: str, param: str, size) -> tuple[int, int]:
+    """``size`` ([height, width]) as two ints in 1..MAX_FRAME_SIDE, or a one-line WMUsageError
+    naming ``owner``'s ``param`` and the limit."""
+    from wm_framework.errors import WMUsageError
+
+    try:
+        h, w = (int(v) for v in size)
+        whole = all(not isinstance(v, bool) and float(v) == int(v) for v in size)
+    except (TypeError, ValueError):
+        whole, h, w = False, 0, 0
+    if not whole or not (1 <= h <= MAX_FRAME_SIDE and 1 <= w <= MAX_FRAME_SIDE):
+        raise WMUsageError(f"{owner}: {param} must be [height, width], whole numbers from 1 to {MAX_FRAME_SIDE}, "
+                           f"got {size!r}")
+    return h, w
+
+
 def env_capability(env, name: str) -> Callable | None:
     """The env's capability ``name`` (a callable), looked up on ``env`` then ``env.unwrapped``;
     None when the env does not offer it."""

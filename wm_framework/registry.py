@@ -226,6 +226,11 @@ class Registry:
             raise
         except (TypeError, ValueError) as e:
             raise WMUsageError(f"{comp.kind} '{name}' (plugin '{comp.plugin}'): {e}") from e
+        except RuntimeError as e:
+            if "negative dimension" in str(e):  # torch's word for a size parameter below 0
+                raise WMUsageError(f"{comp.kind} '{name}': a size parameter is negative ({e}); "
+                                   f"params: {params}") from e
+            raise WMRuntimeError(f"{comp.kind} '{name}' (plugin '{comp.plugin}') failed: {type(e).__name__}: {e}") from e
         except Exception as e:  # a plugin bug must not surface as a bare traceback
             raise WMRuntimeError(
                 f"{comp.kind} '{name}' (plugin '{comp.plugin}') failed: {type(e).__name__}: {e}"
@@ -233,6 +238,7 @@ class Registry:
         from wm_framework.contracts import check_component  # the contract of its kind, checked once here
 
         check_component(comp.kind, name, obj)
+        _refuse_empty_weights(comp.kind, name, obj, params)
         return obj
 
     def by_kind(self, kind: str) -> dict[str, Component]:
@@ -243,6 +249,18 @@ class Registry:
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._items[normalize_kind(kind)])
+
+
+def _refuse_empty_weights(kind: str, name: str, obj, params: dict) -> None:
+    """A module with a weight of zero elements was given a size of 0 (``hidden = 0``): it
+    would train nothing and report numbers as if it had, so it is a usage error."""
+    named = getattr(obj, "named_parameters", None)
+    if not callable(named):
+        return
+    for pname, p in named():
+        if p.numel() == 0:
+            raise WMUsageError(f"{kind} '{name}': weight '{pname}' has shape {tuple(p.shape)}, no element; "
+                               f"a size parameter is 0 (params: {params})")
 
 
 def _first_line(doc: str | None) -> str:

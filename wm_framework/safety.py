@@ -28,6 +28,34 @@ def confined_path(root: str | os.PathLike, name: str | os.PathLike, what: str = 
     return target
 
 
+def symlinks_leaving(root: str | os.PathLike) -> list[tuple[str, str]]:
+    """``(relative path, target)`` of every symlink under ``root`` whose target is outside it.
+
+    Symlinked directories are reported, not descended into. Why: a run or store directory
+    is written in place (``metrics.jsonl`` is appended, ``checkpoints/`` filled); a symlink
+    planted there would make those writes land in a file the run does not own.
+    """
+    root_real = os.path.realpath(root)
+    out = []
+    for dirpath, dirs, files in os.walk(root):
+        for entry in dirs + files:
+            full = os.path.join(dirpath, entry)
+            if os.path.islink(full):
+                target = os.path.realpath(full)
+                if os.path.commonpath([root_real, target]) != root_real:
+                    out.append((os.path.relpath(full, root), target))
+    return out
+
+
+def check_contained(root: str | os.PathLike, what: str) -> None:
+    """One-line WMUsageError if a symlink under ``root`` leads out of it."""
+    leaving = symlinks_leaving(root)
+    if leaving:
+        rel, target = leaving[0]
+        raise WMUsageError(f"{what} '{root}': '{rel}' is a symlink to '{target}', outside it; "
+                           "refusing to read or write through it (replace it with the file itself)")
+
+
 def check_hdf5_self_contained(h5, src: str) -> None:
     """Refuse HDF5 files whose datasets live in other files (external links, virtual or
     external-storage datasets): opening them would read whatever path the file names."""

@@ -14,16 +14,20 @@ re-running after a crash continues with new episodes instead of repeating old on
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import signal
 import time
 import zlib
 from typing import NamedTuple
 
 import numpy as np
 
-from wm_framework.data.store import EpisodeStore
+from wm_framework.contracts import MAX_FRAME_SIDE
+from wm_framework.data.store import EpisodeStore, is_unfinished_creation
 from wm_framework.data.writer import StoreWriter, WholeChunkWriter, jsonish, whole_chunk_span
 from wm_framework.errors import WMUsageError
 from wm_framework.locks import exclusive, store_lock_file
+from wm_framework.stops import how_to_continue
 
 
 # ----------------------------------------------------------------------------- worker messages
@@ -52,6 +56,8 @@ class WorkerFailed(NamedTuple):
     worker: int
     usage: bool
     message: str
+    #: the errno of an OSError (``message`` is then its file name), else 0
+    errno: int = 0
 
 
 def _split(spec: dict, kind: str) -> tuple[str, dict]:
@@ -88,6 +94,10 @@ def describe_spaces(env) -> tuple[dict, dict, list[str]]:
     obs_space, act_space = env.observation_space, env.action_space
     if not isinstance(obs_space, spaces.Box):
         raise WMUsageError(f"collect needs a Box observation space, got {type(obs_space).__name__}")
+    values = int(np.prod(obs_space.shape, dtype=np.int64))
+    if values > MAX_FRAME_SIDE ** 2 * 4:  # an env without its own size check: refuse before collecting
+        raise WMUsageError(f"observations of shape {obs_space.shape} have {values} values; at most "
+                           f"{MAX_FRAME_SIDE ** 2 * 4} ({MAX_FRAME_SIDE}x{MAX_FRAME_SIDE}x4) per frame are supported")
     if obs_space.dtype == np.uint8:
         obs_spec = {"key": "pixels", "shape": list(obs_space.shape), "dtype": "uint8"}
     elif np.issubdtype(obs_space.dtype, np.floating) and len(obs_space.shape) == 1:
@@ -214,7 +224,8 @@ def collect(out, env: dict, policies: list[dict], episodes: int, max_steps: int 
     for p in policies:
         _split(p, "policy")
     # One writer per store: a second collect into it stops here, naming the holder's PID.
-    with exclusive(store_lock_file(out), f"store {out}"):
+    with exclusive(store_lock_file(out), f"store {out}"), \
+            how_to_continue("run the same command again to continue: committed episodes are kept"):
         have, used = _existing_episodes(out, labels)
         per_policy = [[(p, s) for s in episode_seeds(seed, lab, max(0, episodes - have[lab]), used[lab])]
                       for p, lab in enumerate(labels)]
@@ -230,10 +241,8 @@ def collect(out, env: dict, policies: list[dict], episodes: int, max_steps: int 
 
 def _existing_episodes(out, labels: list[str]) -> tuple[dict, dict]:
     """(episodes per policy, seeds used per policy) of the committed episodes already at ``out``."""
-    import os
-
     path = os.fspath(out)
-    if "://" not in path and not os.path.exists(os.path.join(path, "zarr.json")):
+    if "://" not in path and (not os.path.exists(os.path.join(path, "zarr.json")) or is_unfinished_creation(path)):
         return dict.fromkeys(labels, 0), {lab: set() for lab in labels}
     try:
         store = EpisodeStore.open(path)
@@ -317,6 +326,7 @@ def _worker_main(wid, env_spec, policy_specs, max_steps, out, tasks, results, ne
     import queue
     import traceback
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
     parent = mp.parent_process()
 
     def orphaned() -> bool:
@@ -372,6 +382,8 @@ def _worker_main(wid, env_spec, policy_specs, max_steps, out, tasks, results, ne
             results.put(EpisodeWritten(wid, p, seed, n0, len(frames), edges, cols))
     except WMUsageError as e:
         results.put(WorkerFailed(wid, True, str(e)))
+    except OSError as e:  # a full disk, a vanished directory: the parent re-raises it as such
+        results.put(WorkerFailed(wid, False, str(e.filename or ""), e.errno or 0))
     except BaseException:  # noqa: BLE001
         results.put(WorkerFailed(wid, False, traceback.format_exc()))
     finally:
@@ -469,6 +481,8 @@ def _next_message(results, procs, want: type | None = None):
         if isinstance(msg, WorkerFailed):
             if msg.usage:
                 raise WMUsageError(msg.message)
+            if msg.errno:
+                raise OSError(msg.errno, os.strerror(msg.errno), msg.message or None)
             raise RuntimeError(f"collection worker {msg.worker} failed:\n{msg.message}")
         if want is None or isinstance(msg, want):
             return msg

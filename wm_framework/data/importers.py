@@ -25,8 +25,10 @@ import numpy as np
 
 from wm_framework.data.layout import detect_layout, hwc_shape, to_hwc
 from wm_framework.data.store import EpisodeStore
+from wm_framework.atomic import atomic_directory, remove_stale_creations
 from wm_framework.data.writer import StoreWriter
 from wm_framework.errors import WMUsageError
+from wm_framework.locks import exclusive, store_lock_file
 from wm_framework.safety import check_hdf5_self_contained, confined_path
 
 OBS_NAMES = ("pixels", "image", "obs", "observation", "observation.image", "state", "observation.state")
@@ -35,6 +37,12 @@ STEP_NAMES = ("step", "t", "timestep", "frame_index")
 FORMATS = ("npy-shards", "hdf5", "parquet")
 #: Row bookkeeping of LeRobot-style tables (positions and times, not ground truth): never labels.
 BOOKKEEPING = ("frame_index", "episode_index", "index", "timestamp", "task_index")
+#: Sizes refused up front (stated in the error): beyond them a model or a frame cannot be
+#: served on the machines this targets, and decoding alone could exhaust memory.
+MAX_DISCRETE_ACTIONS = 65_536
+MAX_ACTION_DIM = 4_096
+MAX_OBS_VALUES = 4096 * 4096 * 4
+MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 def import_store(fmt: str, src, out, policy: str = "imported", layout: str | None = None) -> EpisodeStore:
@@ -50,13 +58,29 @@ def import_store(fmt: str, src, out, policy: str = "imported", layout: str | Non
         raise WMUsageError(f"import source '{src}' does not exist")
     if os.path.exists(out):
         raise WMUsageError(f"'{out}' already exists; import writes a new store")
+    if not str(policy).strip():
+        raise WMUsageError("--policy: the policy name of imported episodes must not be empty")
     reader = {"npy-shards": _npy_shards, "hdf5": _hdf5, "parquet": _parquet}[fmt]
+    # One writer, and all or nothing: the store is built in a hidden sibling and renamed
+    # when complete, so a killed import leaves no store and its re-run starts afresh.
+    with exclusive(store_lock_file(out), f"store {out}"):
+        if os.path.exists(out):
+            raise WMUsageError(f"'{out}' already exists; import writes a new store")
+        remove_stale_creations(out)
+        with atomic_directory(out) as tmp:
+            _write_import(reader, fmt, src, os.fspath(tmp), policy, layout)
+    return EpisodeStore.open(out)
+
+
+def _write_import(reader, fmt: str, src: str, out: str, policy: str, layout: str | None) -> None:
     writer = None
-    for meta, episode in reader(src, layout):
+    for i, (meta, episode) in enumerate(reader(src, layout)):
         if writer is None:
+            check_import_meta(meta)
             params = {"source": os.path.abspath(src), **({"layout": meta["layout"]} if meta.get("layout") else {})}
             writer = StoreWriter(out, env={"name": f"imported:{fmt}", "params": params},
                                  obs_spec=meta["obs"], action_spec=meta["action"], label_names=meta["labels"])
+        check_import_values(episode, meta, i)
         writer.append_episode(episode, policy, seed=-1)
     if writer is None:
         raise WMUsageError(f"'{src}' holds no complete episode")
@@ -65,7 +89,45 @@ def import_store(fmt: str, src, out, policy: str = "imported", layout: str | Non
         env["params"] = {**env["params"], "final_actions_without_obs": meta["final_actions_without_obs"],
                          "final_reward_without_obs": round(meta["final_reward_without_obs"], 6)}
         writer.group.attrs.update({"env": env})
-    return EpisodeStore.open(out)
+
+
+def check_import_meta(meta: dict) -> None:
+    """Refuse sizes no model here can serve, before anything is written."""
+    act = meta["action"]
+    try:
+        size = int(act["n"] if act["type"] == "discrete" else act["dim"])
+    except (TypeError, ValueError, KeyError):
+        raise WMUsageError(f"source: the number of actions {act.get('n', act.get('dim'))!r} is not a whole number") from None
+    if isinstance(act.get("n", act.get("dim")), bool):
+        raise WMUsageError("source: the number of actions is true/false, not a whole number")
+    act["n" if act["type"] == "discrete" else "dim"] = size
+    if act["type"] == "discrete" and not 1 <= size <= MAX_DISCRETE_ACTIONS:
+        raise WMUsageError(f"source: {act['n']} discrete actions; at most {MAX_DISCRETE_ACTIONS} are supported")
+    if act["type"] == "continuous" and not 1 <= size <= MAX_ACTION_DIM:
+        raise WMUsageError(f"source: continuous actions of dimension {act['dim']}; 1 to {MAX_ACTION_DIM} are supported")
+    shape = [int(x) for x in meta["obs"]["shape"]]
+    if int(np.prod(shape)) > MAX_OBS_VALUES:
+        raise WMUsageError(f"source: observations of shape {tuple(shape)} have {int(np.prod(shape))} values; "
+                           f"at most {MAX_OBS_VALUES} per frame are supported")
+
+
+def check_import_values(episode: dict, meta: dict, index: int) -> None:
+    """Refuse values a store must not hold: negative or out-of-range discrete actions, NaN
+    or infinite states, actions and rewards (the last row's action is padding)."""
+    where = f"source episode {index}"
+    act = np.asarray(episode["action"])[:-1]
+    if meta["action"]["type"] == "discrete":
+        n = int(meta["action"]["n"])
+        bad = np.flatnonzero((act < 0) | (act >= n))
+        if len(bad):
+            raise WMUsageError(f"{where}: action {int(act[bad[0]])} at step {int(bad[0])} is outside 0..{n - 1}")
+    elif not np.isfinite(act).all():
+        raise WMUsageError(f"{where}: action is NaN or infinite at step {int(np.argwhere(~np.isfinite(act))[0][0])}")
+    for key in ("obs", "reward"):
+        values = np.asarray(episode[key])
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            step = int(np.argwhere(~np.isfinite(values))[0][0])
+            raise WMUsageError(f"{where}: {'state' if key == 'obs' else key} is NaN or infinite at step {step}")
 
 
 def make_episode(obs: np.ndarray, action: np.ndarray, reward=None, terminated: bool = False,
@@ -150,7 +212,7 @@ def _npy_shards(src: str, layout: str | None = None):
         n_actions = 1 + max(int(s["actions"].max()) for s in shards if len(s["actions"]))
     frame_shape = shards[0]["frames"].shape[2:]
     layout = _pixel_layout(np.zeros(frame_shape, np.uint8), layout, f"shard frames {tuple(shards[0]['frames'].shape)}")
-    meta = {"obs": _obs_spec(np.zeros(frame_shape, np.uint8), layout), "action": {"type": "discrete", "n": int(n_actions)},
+    meta = {"obs": _obs_spec(np.zeros(frame_shape, np.uint8), layout), "action": {"type": "discrete", "n": n_actions},
             "labels": [], "layout": layout}
     frames, actions, prev_actions = [], [], None
 
@@ -308,6 +370,15 @@ def _decode_obs(value) -> np.ndarray:
     if isinstance(value, (bytes, bytearray)):
         from PIL import Image
 
-        return np.asarray(Image.open(io.BytesIO(value)).convert("RGB"), np.uint8)
+        try:
+            image = Image.open(io.BytesIO(value))  # reads the header only: the size is known before decoding
+        except Image.DecompressionBombError as e:
+            raise WMUsageError(f"observation image refused: {e}".splitlines()[0]) from e
+        except Exception as e:  # noqa: BLE001 - PIL raises several types for bytes that are no image
+            raise WMUsageError(f"observation bytes are not a readable image ({type(e).__name__}: {e})".splitlines()[0]) from e
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            raise WMUsageError(f"image of {image.width}x{image.height} pixels in the observation column; "
+                               f"at most {MAX_IMAGE_PIXELS} pixels (4096x4096) are supported")
+        return np.asarray(image.convert("RGB"), np.uint8)
     arr = np.asarray(value)
     return arr if arr.dtype == np.uint8 else arr.astype(np.float32)

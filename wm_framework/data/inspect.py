@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from wm_framework.data.integrity import quick_problems
 from wm_framework.data.store import EpisodeStore
 from wm_framework.errors import WMUsageError
 
@@ -76,29 +77,6 @@ def bytes_on_disk(path: str) -> int:
     return total
 
 
-def _missing_chunks(store, n: int) -> list[str]:
-    """Chunk files absent from a local store (each array's own chunk grid, rows [0, n)).
-
-    The writer stores every chunk, all-fill ones included (``write_empty_chunks``), so a
-    missing chunk file is damage, not an empty chunk that Zarr would silently read back
-    as zeros or NaN. Remote stores (fsspec URLs) are not listed here.
-    """
-    import os
-
-    if "://" in str(store.path):
-        return []
-    out = []
-    for name in store.columns():
-        arr = store.zarr_array(name)
-        rows = int(arr.chunks[0])
-        for i in range(-(-n // max(rows, 1))):
-            key = os.path.join(str(store.path), name, "c", str(i), *(["0"] * (arr.ndim - 1)))
-            if not os.path.exists(key):
-                out.append(f"array '{name}': chunk {i} (rows {i * rows}-{min((i + 1) * rows, n)}) is missing")
-                break
-    return out
-
-
 def validate_store(path) -> list[str]:
     """Every problem found by decoding every committed row of the store; [] means valid.
 
@@ -130,7 +108,7 @@ def validate_store(path) -> list[str]:
             parts.append(part if name != "obs" else _obs_check(store, part, a, problems))
         return np.concatenate(parts) if parts else None
 
-    problems += _missing_chunks(store, n)
+    problems += quick_problems(str(store.path), store._group, store.attrs)  # index, chunk files, symlinks
     full("obs")  # decoded for the check only; never held whole
     term, trunc = full("terminated"), full("truncated")
     if term is not None and trunc is not None:

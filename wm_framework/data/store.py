@@ -70,6 +70,28 @@ def committed_episode_count(ends: np.ndarray) -> int:
     return int(bad[0]) if len(bad) else len(ends)
 
 
+def is_unfinished_creation(path) -> bool:
+    """True for a local store whose creation a kill interrupted: a root ``zarr.json`` but
+    no ``episodes/ends`` (created last) and not one row in any array.
+
+    Stores are now created in a sibling and renamed (``StoreWriter``); this recognises
+    the half stores older versions left, which hold nothing and are safe to re-create.
+    """
+    path = os.fspath(path)
+    if "://" in path or not os.path.isfile(os.path.join(path, "zarr.json")):
+        return False
+    if os.path.exists(os.path.join(path, "episodes", "ends", "zarr.json")):
+        return False
+    try:
+        group = open_group(path, "r")
+        arrays = [arr for _, arr in group.arrays()]
+        for _, sub in group.groups():
+            arrays += [arr for _, arr in sub.arrays()]
+        return all(arr.shape and arr.shape[0] == 0 for arr in arrays)
+    except Exception:  # noqa: BLE001 - unreadable: damage, not an unfinished creation
+        return False
+
+
 class EpisodeStore:
     """A read-only view of the committed episodes of a store.
 
@@ -223,6 +245,9 @@ def check_attrs(path: str, attrs: dict) -> None:
             raise WMUsageError(f"store '{path}': attribute '{key}' is missing or not a table")
     if attrs["obs"].get("key") not in ("pixels", "state"):
         raise WMUsageError(f"store '{path}': attribute obs.key must be 'pixels' or 'state', got {attrs['obs'].get('key')!r}")
+    shape = attrs["obs"].get("shape")
+    if not isinstance(shape, list) or not shape or not all(_whole(x) and x >= 1 for x in shape):
+        raise WMUsageError(f"store '{path}': attribute obs.shape must be a list of whole numbers >= 1, got {shape!r}")
     if attrs["obs"]["key"] == "pixels" and len(attrs["obs"].get("shape", [])) != 3:
         # e.g. grayscale frames stored as (H, W): every model expects (H, W, C) and fails much later
         raise WMUsageError(f"store '{path}': pixel observations must have shape (H, W, C), got {attrs['obs'].get('shape')}; "
@@ -230,3 +255,17 @@ def check_attrs(path: str, attrs: dict) -> None:
     act = attrs["action"]
     if act.get("type") not in ("discrete", "continuous") or ("n" if act.get("type") == "discrete" else "dim") not in act:
         raise WMUsageError(f"store '{path}': attribute 'action' must be {{type=discrete, n}} or {{type=continuous, dim}}, got {act}")
+    size_key = "n" if act["type"] == "discrete" else "dim"
+    if not _whole(act[size_key]) or act[size_key] < 1:
+        raise WMUsageError(f"store '{path}': attribute action.{size_key} must be a whole number >= 1, got {act[size_key]!r}")
+    try:
+        np.dtype(attrs["obs"].get("dtype"))
+    except (TypeError, ValueError):
+        raise WMUsageError(f"store '{path}': attribute obs.dtype {attrs['obs'].get('dtype')!r} is not a dtype") from None
+    names = attrs.get("label_names", [])
+    if not isinstance(names, list) or not all(isinstance(x, str) and x for x in names):
+        raise WMUsageError(f"store '{path}': attribute label_names must be a list of names, got {names!r}")
+
+
+def _whole(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)

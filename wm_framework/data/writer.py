@@ -4,7 +4,9 @@ Commit protocol (why a SIGKILL anywhere leaves only complete episodes):
 
 1. every row-aligned array is resized to hold the new rows and the rows are written;
 2. ``episodes/policy`` and ``episodes/seed`` get their new entry;
-3. ``episodes/ends`` gets its new entry, LAST. Readers trust only this index.
+3. ``episodes/ends`` gets its new entry, LAST. Readers trust only this index;
+4. the root attribute ``committed_episodes`` is raised to the new count, so that a lost
+   index chunk (which reads back as zeros) is told apart from a kill (``integrity.py``).
 
 Zarr's LocalStore writes every chunk and metadata file through a temp file and a
 rename, so no single file is ever half-written. A kill before step 3 leaves trailing
@@ -25,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 
 import numpy as np
 
@@ -33,8 +36,11 @@ from wm_framework.data.store import (
     check_attrs,
     committed_episode_count,
     expected_columns,
+    is_unfinished_creation,
     open_group,
 )
+from wm_framework.atomic import atomic_directory, remove_stale_creations
+from wm_framework.data.integrity import WATERMARK, quick_problems
 from wm_framework.errors import WMUsageError
 
 #: Target uncompressed chunk size along time (DESIGN: roughly 1-4 MB).
@@ -163,7 +169,10 @@ class StoreWriter:
                  plugin_versions: dict | None = None):
         self.path = os.fspath(path)
         attrs = make_attrs(env, obs_spec, action_spec, label_names, plugin_versions)
-        exists = os.path.exists(os.path.join(self.path, "zarr.json")) if "://" not in self.path else _url_exists(self.path)
+        local = "://" not in self.path
+        if local and is_unfinished_creation(self.path):  # created in place and killed (older versions)
+            shutil.rmtree(self.path)  # holds no row: every array it has is empty
+        exists = os.path.exists(os.path.join(self.path, "zarr.json")) if local else _url_exists(self.path)
         if exists:
             self.group = open_group(self.path, "r+")
             old = dict(self.group.attrs)
@@ -174,10 +183,23 @@ class StoreWriter:
                         f"store '{self.path}' is incompatible: its {key} is {old.get(key)} but this writer has {attrs[key]}"
                     )
             self.attrs = old
-            self._create_arrays()  # only the missing ones: a kill during creation leaves some out
-        else:
-            if "://" not in self.path and os.path.exists(self.path) and os.listdir(self.path):
+            problems = quick_problems(self.path, self.group, old)
+            if problems:  # appending would drop the "uncommitted" entries, i.e. overwrite episodes
+                raise WMUsageError(f"store '{self.path}' is damaged, refusing to write into it: {problems[0]} "
+                                   f"(wm data validate {self.path} lists every problem)")
+            self._create_arrays()  # only the missing ones, in a store without episodes
+        elif local:
+            if os.path.exists(self.path) and (not os.path.isdir(self.path) or os.listdir(self.path)):
                 raise WMUsageError(f"'{self.path}' exists and is not an episode store; refusing to write into it")
+            # Built in a hidden sibling and renamed: a kill leaves no store or a whole empty one.
+            remove_stale_creations(self.path)  # the caller holds the store's lock
+            self.attrs = attrs
+            with atomic_directory(self.path) as tmp:
+                self.group = open_group(tmp, "w")
+                self.group.attrs.update(attrs)
+                self._create_arrays()
+            self.group = open_group(self.path, "r+")
+        else:
             self.group = open_group(self.path, "a")
             self.group.attrs.update(attrs)
             self.attrs = attrs
@@ -213,6 +235,8 @@ class StoreWriter:
                 self.arrays[name].resize((n,))
         self.num_episodes = n
         self.num_frames = int(ends[n - 1]) if n else 0
+        if self.group.attrs.get(WATERMARK) != n:  # a kill between the index and the watermark
+            self.group.attrs.update({WATERMARK: n})
         self.reserved_frames = self.num_frames  # rows handed out by reserve(), committed or not
 
     def chunk_rows(self, name: str) -> int:
@@ -296,6 +320,7 @@ class StoreWriter:
         for name, value in index:
             self.arrays[name].resize((e + k,))
             self.arrays[name][e:e + k] = value
+        self.group.attrs.update({WATERMARK: e + k})  # 4. a lower bound that tells a lost index from a kill
         self.num_episodes, self.num_frames = e + k, int(ends[-1])
 
     def close(self) -> None:

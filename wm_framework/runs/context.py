@@ -13,13 +13,15 @@ import json
 import re
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from wm_framework.errors import WMUsageError
+from wm_framework.safety import check_contained, confined_path
 from wm_framework.recipe import Recipe, load_toml, validate
-from wm_framework.atomic import atomic_write_json, atomic_write_text
+from wm_framework.atomic import atomic_directory, atomic_write_json, atomic_write_text, remove_stale_creations
 
 DATA_PARAMS_FILE = "model_context.json"  # the data parameters; the file keeps its first name so older runs load
 # Report sections appear in this order; unknown keys follow in insertion order.
@@ -46,14 +48,29 @@ def git_revision(cwd: Path | None = None) -> str:
         return "unknown"
 
 
-def new_run_dir(name: str, parent: str | Path = "runs") -> Path:
+def new_run_dir(name: str, parent: str | Path = "runs", populate: Callable[[Path], None] | None = None) -> Path:
+    """Create ``<parent>/<timestamp>_<name>`` with ``populate(dir)`` run inside it first.
+
+    The directory appears only once ``populate`` has written it (``atomic_directory``), so
+    a kill at any instant leaves no run, or a run that ``--resume`` can open.
+    """
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(parent) / f"{stamp}_{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}"
-    path, i = base, 1
-    while path.exists():
-        path, i = Path(f"{base}-{i}"), i + 1
-    path.mkdir(parents=True)
-    return path
+    parent = Path(parent)
+    base = parent / f"{stamp}_{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}"
+    remove_stale_creations(parent / "*", older_than_s=600)  # a killed creation takes milliseconds
+    for i in range(1, 10_000):
+        path = base if i == 1 else Path(f"{base}-{i - 1}")
+        if path.exists():
+            continue
+        try:
+            with atomic_directory(path) as tmp:
+                if populate is not None:
+                    populate(tmp)
+            return path
+        except OSError:
+            if not path.exists():  # lost a race with a run started in the same second: next name
+                raise
+    raise WMUsageError(f"{parent}: too many runs named {base.name}")
 
 
 class RunContext:
@@ -207,9 +224,13 @@ class RunContext:
         index = self.checkpoints_dir / "index.json"
         if not index.is_file():
             return []
-        entries = json.loads(index.read_text())
-        out = [CheckpointInfo(self.checkpoints_dir / e["file"], int(e["step"]), float(e["epoch"]), e["label"])
-               for e in entries if (self.checkpoints_dir / e["file"]).is_file()]
+        try:
+            entries = json.loads(index.read_text())
+            files = [(e, Path(confined_path(self.checkpoints_dir, e["file"], f"{index}: checkpoint file")))
+                     for e in entries]
+            out = [CheckpointInfo(f, int(e["step"]), float(e["epoch"]), str(e["label"])) for e, f in files if f.is_file()]
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            raise WMUsageError(f"{index} is malformed ({type(err).__name__}: {err})".splitlines()[0]) from err
         return sorted(out, key=lambda c: (c.step, c.label))
 
     # -- results and report -----------------------------------------------------------
@@ -245,6 +266,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> RunContext:
     rfile = path / "recipe.resolved.toml"
     if not rfile.is_file():
         raise WMUsageError(f"{path}: not a run directory (no recipe.resolved.toml)")
+    check_contained(path, "run directory")  # a planted symlink would redirect appends and checkpoint writes
     recipe = validate(load_toml(rfile))
     ctx = RunContext(path, recipe, device=device)
     from wm_framework.runs.store_paths import apply_store_paths
@@ -325,18 +347,29 @@ def create_with_context(kind: str, table: dict, context: dict, keys: tuple[str, 
     return reg.create(kind, table["type"], **params)
 
 
+@contextmanager
+def _section(key: str):
+    """Prefix a usage error with the recipe section it came from (``model.predictor: ...``)."""
+    try:
+        yield
+    except WMUsageError as e:
+        raise WMUsageError(f"{key}: {e}") from e
+
+
 def build_world_model(recipe: Recipe, context: dict, registry=None):
     from wm_framework.model import ActionSpec, WorldModel
 
     m = recipe.model
     if m is None:
         raise WMUsageError("model: this recipe has no [model] section")
-    encoder = create_with_context("encoders", m.encoder, context, CONTEXT_KEYS_ENCODER, registry)
+    with _section("model.encoder"):
+        encoder = create_with_context("encoders", m.encoder, context, CONTEXT_KEYS_ENCODER, registry)
     out_dim = getattr(encoder, "out_dim", None)
     if out_dim is None:
         raise WMUsageError(f"model.encoder: encoder '{m.encoder['type']}' has no out_dim attribute")
     pctx = dict(context, latent_dim=int(out_dim))
-    predictor = create_with_context("predictors", m.predictor, pctx, CONTEXT_KEYS_PREDICTOR, registry)
+    with _section("model.predictor"):
+        predictor = create_with_context("predictors", m.predictor, pctx, CONTEXT_KEYS_PREDICTOR, registry)
     spec = ActionSpec(context["action_kind"], int(context["n_actions"]), int(context["frameskip"]))
     return WorldModel(encoder, predictor, spec)
 

@@ -23,6 +23,7 @@ from wm_framework.errors import WMRuntimeError, WMUsageError
 from wm_framework.recipe import expand_sweep, load_toml, parse_overrides, resolve, validate
 from wm_framework.runs.context import RunContext, git_revision, load_run, new_run_dir
 from wm_framework.locks import exclusive, run_lock_file
+from wm_framework.stops import how_to_continue
 from wm_framework.train import distributed
 from wm_framework.atomic import atomic_write_json, atomic_write_text
 
@@ -93,7 +94,7 @@ def run_recipe(recipe_path: str | None, overrides: list[str] | None = None, smok
         if resume:
             # One process per run: a second `--resume` on it stops here, naming the holder.
             lock = run_lock_file(resume) if info.is_main and Path(resume).is_dir() else None
-            with exclusive(lock, f"run {resume}"):
+            with exclusive(lock, f"run {resume}"), how_to_continue(f"resume with: wm run --resume {resume}"):
                 ctx, data = _resumed_context(resume, recipe_path, list(overrides or []), smoke, preset, info.is_main)
                 ctx.resume, ctx.progress = True, progress and info.is_main
                 _run_all(ctx, data, resumed=True)
@@ -111,12 +112,13 @@ def run_recipe(recipe_path: str | None, overrides: list[str] | None = None, smok
             check_launcher(recipe.sweep.launcher)
         path = None
         if info.is_main:  # one run directory per job, made by rank 0 and broadcast
-            path = new_run_dir(recipe.name + (f"_{preset}" if preset else ""), out or "runs")
-            _write_run_meta(path, data)
+            path = new_run_dir(recipe.name + (f"_{preset}" if preset else ""), out or "runs",
+                               populate=lambda d: _write_run_meta(d, data))
         path = Path(distributed.broadcast_object(str(path) if path else None))
         ctx = RunContext(path, recipe)
         ctx.resume, ctx.progress = False, progress and info.is_main
-        with exclusive(run_lock_file(path) if info.is_main else None, f"run {path}"):
+        with exclusive(run_lock_file(path) if info.is_main else None, f"run {path}"), \
+                how_to_continue(f"resume with: wm run --resume {path}"):
             _run_all(ctx, data, resumed=False)
         return path
     finally:

@@ -20,6 +20,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from wm_framework.contracts import check_frame_size
 from wm_framework.errors import WMUsageError
 from wm_plugins.atari.breakout_labels import NATIVE_H, NATIVE_W, BreakoutLabeler
 from wm_plugins.atari.breakout_tasks import BreakoutTasks
@@ -34,16 +35,7 @@ def ale_env_id(game: str) -> str:
 
 
 def _check_obs_size(obs_size) -> tuple[int, int] | None:
-    if obs_size is None:
-        return None
-    try:
-        h, w = (int(v) for v in obs_size)
-        ok = all(float(v) == int(v) for v in obs_size) and h > 0 and w > 0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise WMUsageError(f"atari env: obs_size must be [height, width] with positive integers, got {obs_size!r}")
-    return h, w
+    return None if obs_size is None else check_frame_size("atari env", "obs_size", obs_size)
 
 
 def _check_noop_frames(value) -> tuple[int, int]:

@@ -16,6 +16,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from wm_framework.contracts import MAX_FRAME_SIDE
+
 BALL_COLOR = np.array([255, 255, 255], np.uint8)
 PADDLE_COLOR = np.array([200, 72, 72], np.uint8)
 
@@ -38,8 +40,8 @@ class BouncingBallEnv(gym.Env):
 
     def __init__(self, size: int = 32, max_steps: int = 100, speed: float = 1.5,
                  terminate_on_miss: bool = False, render_mode: str | None = None):
-        if size < 16:
-            raise ValueError(f"size must be at least 16, got {size}")
+        if not 16 <= size <= MAX_FRAME_SIDE:
+            raise ValueError(f"size must be from 16 to {MAX_FRAME_SIDE}, got {size}")
         self.size, self.max_steps, self.speed = int(size), int(max_steps), float(speed)
         self.terminate_on_miss = bool(terminate_on_miss)
         self.render_mode = render_mode

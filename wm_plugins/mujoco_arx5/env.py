@@ -28,6 +28,8 @@ if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
 
 import mujoco  # noqa: E402  (after MUJOCO_GL is decided)
 
+from wm_framework.contracts import check_frame_size  # noqa: E402
+
 MJCF_PATH = Path(__file__).with_name("arx5.xml")
 GOAL_TOLERANCE_M = 0.02  # a reach counts when the end effector is within 2 cm of the goal's
 JOINT_NAMES = ("joint1", "joint2", "joint3", "joint4", "joint5", "joint6", "gripper")
@@ -86,7 +88,7 @@ class Arx5Env(gym.Env):
         self.initial_pose_fraction = float(initial_pose_fraction)
         self.camera = camera
         self.render_mode = render_mode
-        self.render_size = tuple(int(x) for x in render_size) if render_size is not None else None
+        self.render_size = check_frame_size("arx5 env", "render_size", render_size) if render_size is not None else None
         self.control_dt = self.model.opt.timestep * PHYSICS_STEPS_PER_ACTION
         self.label_names = list(LABEL_NAMES)
         self.joint_names = list(JOINT_NAMES)
