@@ -159,3 +159,14 @@ def test_image_sizes_that_cannot_be_served_are_refused_with_the_limit(tmp_path, 
     err = capsys.readouterr().err
     assert "2048" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_a_recipe_together_with_resume_exits_2(tmp_path, capsys):
+    """Before: `wm run RECIPE --resume RUN` was accepted (exit 0) and silently ignored the recipe."""
+    from _reliability_util import tiny_run
+
+    run = tiny_run(tmp_path)
+    other = tiny_recipe(tmp_path, name="other.toml", steps=9)
+    assert wm_main(["run", str(other), "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "the run's own recipe is used" in err and "Traceback" not in err
