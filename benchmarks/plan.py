@@ -18,6 +18,11 @@ measured when ``I`` = 30, else **extrapolated** as encode + 30 x per-iteration (
 CEM iteration does identical work, so this is linear). The baseline rolls out ``S``
 candidates one at a time; its per-iteration time is extrapolated to 300 candidates.
 ``--quick`` lowers ``I`` and ``S`` for the big models. Prints a markdown table.
+
+A second table times one iteration's 300 rollouts with the context steps shared by all
+candidates computed once (``predict_last_shared``, the planner's default) against
+today's batched rollouts that repeat them per candidate (``share_prefix=False``),
+alternated in the same run, best of ``--repeats``.
 """
 
 from __future__ import annotations
@@ -61,30 +66,60 @@ def build(name: str):
     return model, obs, past
 
 
-def bench(name: str, iterations: int, loop_samples: int) -> dict:
-    model, obs, past = build(name)
+def bench(name: str, iterations: int, loop_samples: int, repeats: int = 2, *, built=None, device: str = "cpu") -> dict:
+    """Time one planning cycle of ``build(name)`` (or of ``built``, a (model, obs, past) triple
+    of the same form) on ``device``."""
+    model, obs, past = built if built is not None else build(name)
+    model, obs, past = model.to(device), obs.to(device), past.to(device)
     params = sum(p.numel() for p in model.parameters())
+    gpu = str(device) != "cpu"
+    if gpu:  # a first, untimed encode: cold kernel selection is not part of a planning cycle
+        PlanContext.from_obs(model, obs, past)
+    _sync(device)
     t = time.perf_counter()
     context = PlanContext.from_obs(model, obs, past)
     goal = Goal(z=model.encode(obs[:, -1:])[0, 0])
+    _sync(device)
     encode_s = time.perf_counter() - t  # the context and the goal are encoded once per cycle
     cls = DiscreteCEMPlanner if model.action_spec.kind == "discrete" else CEMPlanner
     kw = {} if cls is DiscreteCEMPlanner else {"init_std": 1.0}
-    rollout_candidates(model, context, torch.zeros(2, HORIZON, model.action_spec.block_dim))  # warm-up
+    # Warm-up. On a GPU at the full candidate count: the first call of each shape picks its
+    # kernels, which would otherwise land in the first timed iteration.
+    warm = SAMPLES if gpu else 2
+    rollout_candidates(model, context, torch.zeros(warm, HORIZON, model.action_spec.block_dim, device=device))
     planner = cls(samples=SAMPLES, iterations=iterations, elites=ELITES, horizon=HORIZON, seed=0, **kw)
     res = planner.plan(model, context, goal)
     per_iter = res.seconds / iterations  # includes the final one-candidate scoring (negligible)
     cycle = encode_s + ITERATIONS * per_iter
+    # Shared prefix vs today's batched rollouts: the same 300 candidates, alternated.
+    future = torch.randn(SAMPLES, HORIZON, model.action_spec.block_dim, device=device)
+    times = {True: [], False: []}
+    for _ in range(repeats):
+        for share in (False, True):
+            _sync(device)
+            t = time.perf_counter()
+            rollout_candidates(model, context, future, share_prefix=share)
+            _sync(device)
+            times[share].append(time.perf_counter() - t)
+    shared_s, full_s = min(times[True]), min(times[False])
     # Baseline: the same rollouts, one candidate at a time.
     spec = model.action_spec
-    future = torch.randn(loop_samples, HORIZON, spec.block_dim)
+    future = torch.randn(loop_samples, HORIZON, spec.block_dim, device=device)
+    _sync(device)
     t = time.perf_counter()
     rollout_one_by_one(model, context, future)
+    _sync(device)
     loop_per_iter = (time.perf_counter() - t) / loop_samples * SAMPLES
     return {"model": name, "params": params, "iterations_run": iterations, "loop_samples_run": loop_samples,
             "encode_s": encode_s, "batched_per_iteration_s": per_iter, "cycle_s": cycle,
             "cycle_measured": iterations == ITERATIONS, "loop_per_iteration_s": loop_per_iter,
-            "loop_cycle_s": encode_s + ITERATIONS * loop_per_iter, "speedup": loop_per_iter / per_iter}
+            "loop_cycle_s": encode_s + ITERATIONS * loop_per_iter, "speedup": loop_per_iter / per_iter,
+            "rollout_shared_prefix_s": shared_s, "rollout_full_context_s": full_s, "prefix_speedup": full_s / shared_s}
+
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):  # CUDA runs asynchronously: time finished work, not launches
+        torch.cuda.synchronize()
 
 
 def main(argv=None) -> list[dict]:
@@ -92,6 +127,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--quick", action="store_true", help="fewer iterations / loop samples for the big models")
     ap.add_argument("--models", default="mlp,gpt,lewm")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=2, help="alternated repeats of the shared-prefix comparison")
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -99,7 +135,7 @@ def main(argv=None) -> list[dict]:
     rows = []
     for name in args.models.split(","):
         it, ls = plan[name]
-        rows.append(bench(name, it, ls))
+        rows.append(bench(name, it, ls, args.repeats))
     print(f"\nOne planning cycle: {SAMPLES} samples x {ITERATIONS} iterations, horizon {HORIZON}, "
           f"{args.threads} CPU thread(s), torch {torch.__version__}\n")
     print("| model | params | per iteration, batched (s) | cycle (s) | per iteration, loop (s) | loop cycle (s) | batched speed-up |")
@@ -109,6 +145,13 @@ def main(argv=None) -> list[dict]:
         print(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['batched_per_iteration_s']:.4f} | {r['cycle_s']:.2f}{mark} | "
               f"{r['loop_per_iteration_s']:.3f} (from {r['loop_samples_run']} samples) | {r['loop_cycle_s']:.1f} | "
               f"{r['speedup']:.1f}x |")
+    print(f"\nShared context computed once vs repeated per candidate ({SAMPLES} candidates, horizon {HORIZON}, "
+          "best of the alternated repeats):\n")
+    print("| model | rollouts, context per candidate (s) | rollouts, shared context once (s) | speed-up |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['rollout_full_context_s']:.3f} | {r['rollout_shared_prefix_s']:.3f} | "
+              f"{r['prefix_speedup']:.2f}x |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

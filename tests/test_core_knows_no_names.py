@@ -76,7 +76,8 @@ def test_no_env_or_model_name_and_no_plugin_import_in_the_core():
 
 
 #: What a plugin may import from the core: the package's public API and these modules.
-PLUGIN_API = {"wm_framework", "wm_framework.contracts", "wm_framework.errors", "wm_framework.atomic"}
+PLUGIN_API = {"wm_framework", "wm_framework.contracts", "wm_framework.errors", "wm_framework.atomic",
+              "wm_framework.attention"}
 
 
 def test_first_party_plugins_use_only_the_public_api():

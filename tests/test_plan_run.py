@@ -52,6 +52,7 @@ def test_wm_plan_beats_random_actions_and_records_results(run_dir):
     assert summary["success_rate"] >= 0.75 > summary["random_success_rate"]
     assert summary["plan_seconds"]["median"] > 0 and summary["plan_seconds"]["p95"] >= summary["plan_seconds"]["median"]
     assert summary["samples"] == 64 and summary["horizon"] == 3  # the recipe's [plan] table was used
+    assert summary["precision"] == "fp32" and "no native bf16" in summary["precision_reason"]  # WM_CPU_BF16=0 in tests
     report = (run_dir / "report.md").read_text()
     assert "Planning (goal-conditioned CEM)" in report and "success rate (random actions)" in report
     per_task = json.loads((run_dir / "plan.json").read_text())

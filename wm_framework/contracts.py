@@ -116,6 +116,9 @@ COMPONENT_CONTRACTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
         "absolute_next_state": "absolute_next_state(pred_t, z_t) -> env state; default: raw_state",
         "on_train_step": "on_train_step(step, total) before every step (schedules)",
         "fit_normalization_from_batches": "fit_normalization_from_batches(batches) once before step 0",
+        "predict_last_shared": ("predict_last_shared(z_shared [1,P,D], a_shared [1,P,A], z_own [N,S,D], "
+                                "a_own [N,S,A]) -> forward(cat)[:, -1], the shared steps run once (planning, eval "
+                                "mode; wm_framework.attention); default: the full forward per candidate"),
     }),
     "losses": (("__call__",), {"on_train_step": "on_train_step(step, total) before every step"}),
     "probes": (("fit", "predict"), {}),

@@ -124,6 +124,26 @@ class WorldModel(nn.Module):
             z_hist, actions = z_hist[:, -keep:], actions[:, -keep:]
         return self.predictor(z_hist, actions)[:, -1]
 
+    def predict_next_shared(self, z_shared: torch.Tensor, a_shared: torch.Tensor, z_own: torch.Tensor,
+                            a_own: torch.Tensor) -> torch.Tensor:
+        """:meth:`predict_next` of ``cat(shared, own)`` for N rows whose first steps
+        (``z_shared [1,P,D]``, ``a_shared [1,P,A]``) are the same, ``z_own``/``a_own`` ``[N,S,...]``.
+
+        With the predictor's ``predict_last_shared`` capability the shared steps inside the
+        history window run once, not N times (planning: the context before the candidates'
+        first action); otherwise, or once the window has slid past them, the plain path.
+        """
+        keep = self.history or None
+        drop = max(0, z_shared.shape[1] + z_own.shape[1] - keep) if keep else 0
+        z_shared, a_shared = z_shared[:, drop:], a_shared[:, drop:]
+        shared_fn = getattr(self.predictor, "predict_last_shared", None)
+        if z_shared.shape[1] and shared_fn is not None and not self.training:
+            return shared_fn(z_shared, a_shared, z_own, a_own)
+        n = z_own.shape[0]
+        z = torch.cat([z_shared.expand(n, -1, -1), z_own], 1)
+        a = torch.cat([a_shared.expand(n, -1, -1), a_own.to(a_shared.dtype)], 1)
+        return self.predict_next(z, a)
+
     def decode_obs(self, pred: torch.Tensor) -> torch.Tensor:
         """An observation-predicting model's prediction as a frame ``[B, C, H, W]`` (``next_obs``)."""
         return self.predictor.next_obs(pred)

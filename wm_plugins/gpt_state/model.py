@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wm_framework.attention import shared_prefix_attention
+
 
 
 def _no_decay(p: nn.Parameter) -> nn.Parameter:
@@ -71,14 +73,22 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_kv(x)[0]
+
+    def forward_kv(self, x: torch.Tensor, prefix: tuple | None = None) -> tuple[torch.Tensor, tuple]:
+        """Also returns this call's keys and values ``[K*B, H, T, d]``; with ``prefix`` (those of
+        earlier tokens every row of a member shares, ``[K, H, P, d]``) x's tokens attend to them too."""
         k, b, t, c = x.shape
         q, key, v = self.c_attn(x).split(c, dim=-1)
         # Fold the member dim into the batch: attention is independent per member and sequence.
         q, key, v = (u.reshape(k * b, t, self.n_head, c // self.n_head).transpose(1, 2) for u in (q, key, v))
-        y = F.scaled_dot_product_attention(q, key, v, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=True)
+        if prefix is None:
+            y = F.scaled_dot_product_attention(q, key, v, dropout_p=self.dropout if self.training else 0.0,
+                                               is_causal=True)
+        else:
+            y = shared_prefix_attention(q, key, v, *prefix)
         y = y.transpose(1, 2).reshape(k, b, t, c)
-        return self.resid_dropout(self.c_proj(y))
+        return self.resid_dropout(self.c_proj(y)), (key, v)
 
 
 class MLP(nn.Module):
@@ -103,8 +113,12 @@ class Block(nn.Module):
         self.mlp = MLP(k, n_embd, dropout, proj_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
+        return self.forward_kv(x)[0]
+
+    def forward_kv(self, x: torch.Tensor, prefix: tuple | None = None) -> tuple[torch.Tensor, tuple]:
+        attended, kv = self.attn.forward_kv(self.ln_1(x), prefix)
+        x = x + attended
+        return x + self.mlp(self.ln_2(x)), kv
 
 
 class GPTEnsembleCore(nn.Module):
@@ -136,3 +150,17 @@ class GPTEnsembleCore(nn.Module):
         for block in self.blocks:
             h = block(h)
         return self.head(self.ln_f(h)).permute(1, 2, 0, 3)  # [K,B,T,D] -> [B,T,K,D]
+
+    def forward_last_shared(self, x_shared: torch.Tensor, x_own: torch.Tensor) -> torch.Tensor:
+        """``forward(cat(shared, own))[:, -1]`` -> ``[N, K, D_out]`` for N rows sharing their first P
+        steps (``x_shared [1, P, F]``, ``x_own [N, S, F]``); the shared steps run once per member."""
+        p, s = x_shared.shape[1], x_own.shape[1]
+        if p + s > self.history:
+            raise ValueError(f"sequence of {p + s} steps is longer than the model's history ({self.history})")
+        k = self.ensemble_size
+        h_shared = self.wte(x_shared.unsqueeze(0).expand(k, *x_shared.shape)) + self.wpe[:, None, :p]
+        h_own = self.wte(x_own.unsqueeze(0).expand(k, *x_own.shape)) + self.wpe[:, None, p:p + s]
+        for block in self.blocks:
+            h_shared, kv = block.forward_kv(h_shared)
+            h_own, _ = block.forward_kv(h_own, prefix=kv)
+        return self.head(self.ln_f(h_own[:, :, -1])).transpose(0, 1)  # [K,N,D] -> [N,K,D]

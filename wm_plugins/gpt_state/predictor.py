@@ -209,6 +209,17 @@ class GPTEnsemblePredictor(nn.Module):
             return self.core(x + self.current_noise * torch.randn_like(x), member_inputs=True)
         return self.core(x)
 
+    def predict_last_shared(self, z_shared: torch.Tensor, a_shared: torch.Tensor, z_own: torch.Tensor,
+                            a_own: torch.Tensor) -> torch.Tensor:
+        """``forward(cat(shared, own))[:, -1]`` -> ``[N, K, D]`` for N rows that share their first P
+        steps (``z_shared [1, P, D]``, ``a_shared [1, P, A]``; own steps ``[N, S, ...]``), the shared
+        steps computed once (``wm_framework.attention``). Eval mode: no context noise."""
+        if self.training:
+            raise ValueError("predict_last_shared is for evaluation and planning (eval mode)")
+        x_shared = torch.cat([z_shared, self.action_input(z_shared, a_shared)], dim=-1)
+        x_own = torch.cat([z_own, self.action_input(z_own, a_own)], dim=-1)
+        return self.core.forward_last_shared(x_shared, x_own)
+
 
 def ensemble_mse(out: dict, batch: dict | None = None) -> torch.Tensor:
     """MSE averaged over batch, time, members and dims; target [B,T,D] or [B,T,K,D]."""

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wm_framework.attention import shared_prefix_attention
 from wm_plugins.lewm.projector import Projector, init_weights
 
 class ActionEncoder(nn.Module):
@@ -52,10 +53,18 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_kv(x)[0]
+
+    def forward_kv(self, x: torch.Tensor, prefix: tuple | None = None) -> tuple[torch.Tensor, tuple]:
+        """Also returns this call's keys and values ``[B, H, T, d]``. With ``prefix`` (keys and
+        values ``[1, H, P, d]`` of earlier tokens every row shares) x's tokens attend to them too."""
         b, t, _ = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
-        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(b, t, -1)))
+        if prefix is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        else:
+            y = shared_prefix_attention(q, k, v, *prefix)
+        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(b, t, -1))), (k, v)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -99,10 +108,15 @@ class AdaLNBlock(nn.Module):
         nn.init.zeros_(self.adaln[1].bias)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.forward_kv(x, cond)[0]
+
+    def forward_kv(self, x: torch.Tensor, cond: torch.Tensor, prefix: tuple | None = None) -> tuple[torch.Tensor, tuple]:
+        """The block, also returning its attention's keys and values (see ``CausalSelfAttention``)."""
         # cond is per time step [B, T, D], so frame t is modulated by its own action only.
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.adaln(cond).chunk(6, dim=-1)
-        x = x + gate_a * self.attn(self.attn_norm(modulate(self.ln1(x), shift_a, scale_a)))
-        return x + gate_m * self.mlp(self.mlp_norm(modulate(self.ln2(x), shift_m, scale_m)))
+        attended, kv = self.attn.forward_kv(self.attn_norm(modulate(self.ln1(x), shift_a, scale_a)), prefix)
+        x = x + gate_a * attended
+        return x + gate_m * self.mlp(self.mlp_norm(modulate(self.ln2(x), shift_m, scale_m))), kv
 
 
 class ARTransformerPredictor(nn.Module):
@@ -148,3 +162,22 @@ class ARTransformerPredictor(nn.Module):
         for block in self.blocks:
             x = block(x, cond)
         return self.projector(self.norm(x))
+
+    def predict_last_shared(self, z_shared: torch.Tensor, a_shared: torch.Tensor, z_own: torch.Tensor,
+                            a_own: torch.Tensor) -> torch.Tensor:
+        """``forward(cat(shared, own))[:, -1]`` for N rows that share their first P steps
+        (``z_shared [1, P, D]``, ``a_shared [1, P, A]``; own steps ``[N, S, ...]``), with the
+        shared steps computed once (``wm_framework.attention``). Eval mode only: in training
+        the projector's BatchNorm mixes rows."""
+        p, s = z_shared.shape[1], z_own.shape[1]
+        if self.training or p + s > self.history or z_shared.shape[0] != 1:
+            raise ValueError(f"predict_last_shared: eval mode, one shared row and at most {self.history} steps "
+                             f"(got training={self.training}, {p}+{s} steps, {z_shared.shape[0]} shared rows)")
+        x_shared = z_shared + self.pos_embed[:, :p]
+        x_own = z_own + self.pos_embed[:, p:p + s]
+        cond_shared = self.action_encoder(a_shared.to(z_shared.dtype))
+        cond_own = self.action_encoder(a_own.to(z_own.dtype))
+        for block in self.blocks:
+            x_shared, kv = block.forward_kv(x_shared, cond_shared)
+            x_own, _ = block.forward_kv(x_own, cond_own, prefix=kv)
+        return self.projector(self.norm(x_own[:, -1]))

@@ -38,23 +38,32 @@ class PlanContext:
 
 
 @torch.no_grad()
-def rollout_candidates(model, context: PlanContext, future: torch.Tensor) -> dict:
+def rollout_candidates(model, context: PlanContext, future: torch.Tensor, share_prefix: bool = True) -> dict:
     """Roll out ``future [N, H, A]`` float action blocks from one context, batched.
 
     Returns ``latents [N, H, D]`` (the predicted latent after each block), ``preds``
     (the predictor's raw outputs ``[N, H, ...]``) and ``z_prev [N, H, D]`` (the latent
     each prediction started from; cost functions that turn a prediction into a state,
-    such as a predictor's ``absolute_next_state``, need it). Each step is
-    :meth:`WorldModel.step`, the one eval and surprise use.
+    such as a predictor's ``absolute_next_state``, need it). Each step computes what
+    :meth:`WorldModel.step` (the one eval and surprise use) does; for latent models the
+    context steps before the candidates' first action run once for all of them
+    (``share_prefix``; False repeats them per candidate, the benchmark's baseline).
     """
     n, horizon = future.shape[:2]
     c0 = context.z.shape[1]
     z_hist = context.z.expand(n, -1, -1)
     obs_hist = model.frame_space(context.obs).expand(n, *context.obs.shape[1:]) if model.predicts_obs else None
     actions = torch.cat([context.actions.expand(n, -1, -1), future.to(context.z.dtype)], 1)
+    # Context steps whose action is a past one are the same for every candidate: a latent
+    # model predicts with them computed once (WorldModel.predict_next_shared).
+    z_shared, a_shared = context.z[:, :c0 - 1], context.actions[:, :c0 - 1].to(context.z.dtype)
     latents, preds, prev = [], [], []
     for h in range(horizon):
-        pred_t, z_next, frame = model.step(z_hist, actions[:, : c0 + h], obs_hist)
+        if model.predicts_obs or not share_prefix:
+            pred_t, z_next, frame = model.step(z_hist, actions[:, : c0 + h], obs_hist)
+        else:
+            pred_t = model.predict_next_shared(z_shared, a_shared, z_hist[:, c0 - 1:], actions[:, c0 - 1: c0 + h])
+            z_next, frame = model.latent_after(pred_t, z_hist[:, -1]), None
         if frame is not None:
             obs_hist = torch.cat([obs_hist, frame.unsqueeze(1)], 1)
         latents.append(z_next)

@@ -97,13 +97,22 @@ def run_plan(ctx, cfg: PlanConfig) -> dict:
         feature, target_labels = wenv.goal_feature(env, name)
         cost = TargetCost(feature)
 
+    # Plans run in the precision training would pick here (bf16 on GPUs and bf16 CPUs, fp32
+    # elsewhere): the predictor's matmuls are the cost of a plan.
+    from wm_framework.train.precision import resolve_precision
+
+    train_cfg = getattr(ctx.recipe, "train", None)
+    precision = resolve_precision(getattr(train_cfg, "precision", "auto") or "auto", torch.device(device))
+    autocast = precision.autocast(torch.device(device))
     per_episode, random_eps, exact = [], [], []
     for i, task in enumerate(tasks):
         _, _, ok = wenv.reset_to_row(env, store, task.episode, task.start_row)
         exact.append(ok)
         planner.reset(cfg.seed + i)
         target = None if target_labels is None else [task.goal_labels[n] for n in target_labels]
-        res = final_error(run_planning_episode(env, model, planner, task, success, budget, device, box, cost, target), task)
+        with autocast():
+            res = final_error(run_planning_episode(env, model, planner, task, success, budget, device, box, cost,
+                                                   target), task)
         per_episode.append(dict(res, episode=task.episode, start_row=task.start_row))
         if cfg.random_baseline:
             wenv.reset_to_row(env, store, task.episode, task.start_row)
@@ -115,7 +124,8 @@ def run_plan(ctx, cfg: PlanConfig) -> dict:
     summary.update({"env": name, "planner": type(planner).__name__, "k": k, "budget": budget,
                     "context": context_len, "horizon": planner.horizon, "samples": planner.samples,
                     "iterations": planner.iterations, "cost": cfg.cost, "checkpoint": cfg.checkpoint,
-                    "device": str(device), "replay_exact_fraction": float(np.mean(exact)),
+                    "device": str(device), "precision": precision.name, "precision_reason": precision.reason,
+                    "replay_exact_fraction": float(np.mean(exact)),
                     "torch_threads": torch.get_num_threads()})
     atomic_write_json(ctx.path / "plan.json", {"summary": summary, "episodes": per_episode, "random": random_eps})
     ctx.update_results("plan", summary)
