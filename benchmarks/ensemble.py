@@ -6,7 +6,14 @@
 ``baddbmm`` per layer, attention over K*B sequences) against K separate
 ``GPTEnsembleCore(ensemble_size=1)`` models of the same size called one after another:
 training steps (forward + backward) per second, same inputs, same total parameters.
+
+Batching K members saves the per-operation overhead of K-1 of them (Python, autograd,
+dispatch), never their arithmetic, so the gain has a ceiling. Each row also measures one
+member's step at batch 1 x 1 (``overhead_ms``: almost no arithmetic) and at the
+benchmark's size (``member_ms``); with compute ``C = member - overhead``, batching K
+members can at best take ``overhead + K*C``: ``ceiling = K*member / (overhead + K*C)``.
 """
+
 
 from __future__ import annotations
 
@@ -46,12 +53,25 @@ def bench(k: int, batch: int, t: int, n_layer: int, n_embd: int, n_head: int, re
         _sync(device)
         return reps / (time.perf_counter() - t0)
 
+    one, x1, y1 = members[0], x[:1, :1], y[:1, :1]
+
+    def step_member():
+        (one(x)[:, :, 0] - y).square().mean().backward()
+
+    def step_member_tiny():
+        (one(x1)[:, :, 0] - y1).square().mean().backward()
+
     # Interleave the two so that load from other processes hits both alike.
     b1, l1 = rate(step_batched), rate(step_loop)
     b2, l2 = rate(step_batched), rate(step_loop)
     batched_rate, loop_rate = max(b1, b2), max(l1, l2)
+    member_ms = 1000 / max(rate(step_member), rate(step_member))
+    overhead_ms = 1000 / max(rate(step_member_tiny), rate(step_member_tiny))
+    compute_ms = max(member_ms - overhead_ms, 0.0)
     return {"members": k, "batch": batch, "steps": t, "n_layer": n_layer, "n_embd": n_embd, "device": device,
-            "batched_steps_per_s": batched_rate, "loop_steps_per_s": loop_rate, "ratio": batched_rate / loop_rate}
+            "batched_steps_per_s": batched_rate, "loop_steps_per_s": loop_rate, "ratio": batched_rate / loop_rate,
+            "member_ms": member_ms, "overhead_ms": overhead_ms,
+            "ceiling": k * member_ms / (overhead_ms + k * compute_ms)}
 
 
 def _sync(device: str) -> None:
@@ -62,11 +82,13 @@ def _sync(device: str) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| members K | model | batch x steps | batched fwd+bwd / s | loop over members / s | batched / loop |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| members K | model | batch x steps | batched fwd+bwd / s | loop over members / s | batched / loop "
+             "| one member: step / at batch 1x1 (ms) | ceiling of batching |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['members']} | {r['n_layer']} layers x {r['n_embd']} | {r['batch']} x {r['steps']} "
-                     f"| {r['batched_steps_per_s']:,.1f} | {r['loop_steps_per_s']:,.1f} | {r['ratio']:.2f}x |")
+                     f"| {r['batched_steps_per_s']:,.1f} | {r['loop_steps_per_s']:,.1f} | {r['ratio']:.2f}x "
+                     f"| {r['member_ms']:.2f} / {r['overhead_ms']:.2f} | {r['ceiling']:.2f}x |")
     return "\n".join(lines)
 
 
