@@ -137,3 +137,28 @@ def test_nan_skip_policy_logs_and_finishes(tmp_path):
     run = _only_run(tmp_path / "runs")
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert any(x.get("skipped") for x in records)
+
+
+def test_run_json_records_provenance_and_how_the_run_ended(tmp_path, capsys):
+    """run.json: command, versions, device, git state, and a final status (issue 22, point 3)."""
+    from wm_framework.cli import main as wm_main
+
+    ok = _recipe(tmp_path, steps=4)
+    assert wm_main(["run", str(ok), "--out", str(tmp_path / "runs")]) == 0
+    run = _only_run(tmp_path / "runs")
+    meta = json.loads((run / "run.json").read_text())
+    for key in ("command", "python", "torch", "devices", "host", "git_revision", "git_dirty", "plugins",
+                "started", "ended"):
+        assert key in meta, key
+    assert meta["status"] == "done" and meta["error"] is None and meta["ended"] >= meta["started"]
+    import wm_framework
+
+    model = wm_framework.load_run(run).load_model("last")  # the top-level API loads what was trained
+    assert not model.training and sum(p.numel() for p in model.parameters()) > 0
+    # a run that fails says so, with the one-line error
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    recipe = _recipe(bad, steps=4)
+    assert wm_main(["run", str(recipe), "model.predictor.hidden=0", "--out", str(bad / "runs")]) == 2
+    meta = json.loads((_only_run(bad / "runs") / "run.json").read_text())
+    assert meta["status"] == "failed" and "size parameter is 0" in meta["error"], meta

@@ -59,6 +59,9 @@ def test_interrupted_run_says_so_in_one_line_with_the_resume_command(tmp_path, c
     with exclusive(run_lock_file(run), "run"):  # released: `wm run --resume` can take it
         pass
     assert (run / "checkpoints" / "last.pt").is_file()
+    import json
+
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"  # run.json says how it ended
 
 
 def test_sigterm_stops_collection_workers_cleanly(tmp_path):

@@ -8,6 +8,7 @@ The public API (contract) is small and imports nothing heavy:
 - ``make_env(name, **params)``: shorthand for ``create("envs", name, **params)``.
 - ``components(kind=None)``: what is registered, as ``{kind: {name: Component}}``.
 - ``reset_registry()``: forget loaded plugins (after installing one, or between tests).
+- ``load_run(path)``: a finished run directory; ``.load_model("best")``, ``.checkpoints()``, ``.results()``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "make_env",
     "components",
     "reset_registry",
+    "load_run",
     "WMError",
     "WMUsageError",
     "WMRuntimeError",
@@ -58,3 +60,11 @@ def reset_registry() -> None:
     from wm_framework.plugins import reset_registry as reset
 
     reset()
+
+
+def load_run(path, device: str | None = None):
+    """Open a run directory (``runs/<timestamp>_<recipe>/``): ``run.load_model("best")`` gives the
+    trained WorldModel in eval mode, ``run.checkpoints()`` what was saved, ``run.results()`` the figures."""
+    from wm_framework.runs.context import load_run as _load_run
+
+    return _load_run(path, device)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import json
 import re
-import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,18 +33,6 @@ class CheckpointInfo:
     step: int
     epoch: float
     label: str
-
-
-def git_revision(cwd: Path | None = None) -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
-        rev = out.stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=cwd or Path(__file__).parent,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return (rev + ("+dirty" if dirty else "")) if rev else "unknown"
-    except Exception:  # noqa: BLE001 - not a git checkout, or git missing
-        return "unknown"
 
 
 def new_run_dir(name: str, parent: str | Path = "runs", populate: Callable[[Path], None] | None = None) -> Path:

@@ -14,14 +14,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import tomli_w
 
 from wm_framework.errors import WMRuntimeError, WMUsageError
 from wm_framework.recipe import expand_sweep, load_toml, parse_overrides, resolve, validate
-from wm_framework.runs.context import RunContext, git_revision, load_run, new_run_dir
+from wm_framework.runs.context import RunContext, load_run, new_run_dir
+from wm_framework.runs.provenance import provenance, run_status
 from wm_framework.locks import exclusive, run_lock_file
 from wm_framework.stops import how_to_continue
 from wm_framework.train import distributed
@@ -32,15 +32,8 @@ ALL_RANK_STAGES = {"train"}
 
 
 def _write_run_meta(path: Path, data: dict, label: str = "") -> None:
-    from wm_framework.plugins import get_plugin_manager
-
     atomic_write_text(path / "recipe.resolved.toml", tomli_w.dumps(_toml_safe(data)))
-    atomic_write_json(path / "run.json", {
-        "label": label,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "git_revision": git_revision(),
-        "plugins": get_plugin_manager().versions(),
-    })
+    atomic_write_json(path / "run.json", provenance(label))
 
 
 def _toml_safe(obj):
@@ -97,7 +90,8 @@ def run_recipe(recipe_path: str | None, overrides: list[str] | None = None, smok
             with exclusive(lock, f"run {resume}"), how_to_continue(f"resume with: wm run --resume {resume}"):
                 ctx, data = _resumed_context(resume, recipe_path, list(overrides or []), smoke, preset, info.is_main)
                 ctx.resume, ctx.progress = True, progress and info.is_main
-                _run_all(ctx, data, resumed=True)
+                with run_status(ctx.path if info.is_main else None):
+                    _run_all(ctx, data, resumed=True)
             return ctx.path
         if recipe_path is None:
             raise WMUsageError("give a recipe file, or --resume RUN_DIR")
@@ -118,7 +112,7 @@ def run_recipe(recipe_path: str | None, overrides: list[str] | None = None, smok
         ctx = RunContext(path, recipe)
         ctx.resume, ctx.progress = False, progress and info.is_main
         with exclusive(run_lock_file(path) if info.is_main else None, f"run {path}"), \
-                how_to_continue(f"resume with: wm run --resume {path}"):
+                how_to_continue(f"resume with: wm run --resume {path}"), run_status(path if info.is_main else None):
             _run_all(ctx, data, resumed=False)
         return path
     finally:
