@@ -1,6 +1,7 @@
 """Refresh or check the committed dependency lock (requirements/lock-py311.txt).
 
     python tools/lock.py            # re-resolve with uv and rewrite the lock (needs uv + the index)
+    python tools/lock.py --upgrade  # the same, taking the newest allowed release of every package
     python tools/lock.py --check    # offline: does the lock still match pyproject.toml?
 
 The lock pins every package that ``pip install -e ".[all,test]"`` installs on
@@ -10,6 +11,10 @@ CUDA build or the nvidia-* wheels. The resolution therefore sees torch only as t
 wheel (pinned through a constraint, found through ``--find-links`` where a local copy
 exists, else the PyTorch CPU index) and torch is left out of the output; its own
 dependencies (sympy, networkx, ...) stay pinned.
+
+A refresh keeps every version the current lock pins wherever pyproject.toml still allows
+it (uv reads an existing output file as its preferences): adding one dependency adds its
+pins and changes nothing else. ``--upgrade`` re-resolves from scratch.
 
 The lock's first line carries a hash of pyproject.toml's dependency tables. The test
 suite (tests/test_lock.py) recomputes it, so CI fails when someone edits the
@@ -80,7 +85,7 @@ def check(lock: Path = LOCK) -> list[str]:
     return problems
 
 
-def refresh(lock: Path = LOCK) -> None:
+def refresh(lock: Path = LOCK, upgrade: bool = False) -> None:
     uv = shutil.which("uv")
     if uv is None:
         sys.exit("uv not found: `pip install uv` (only needed to refresh the lock)")
@@ -88,6 +93,10 @@ def refresh(lock: Path = LOCK) -> None:
         constraint = Path(tmp) / "torch.txt"
         constraint.write_text(f"torch=={TORCH}+cpu\n")
         out = Path(tmp) / "lock.txt"
+        if lock.is_file() and not upgrade:
+            # uv prefers the versions of an existing output file: an edit to the dependencies
+            # then moves only what it must, not every package with a newer release.
+            shutil.copyfile(lock, out)
         cmd = [uv, "pip", "compile", str(ROOT / "pyproject.toml"), *sum((["--extra", e] for e in EXTRAS), []),
                "--python-version", PYTHON_VERSION, "--python-platform", PLATFORM,
                "-c", str(constraint), "--no-emit-package", "torch", "--no-header", "--quiet", "-o", str(out)]
@@ -96,6 +105,8 @@ def refresh(lock: Path = LOCK) -> None:
             cmd += ["--find-links", wheels]  # a local copy of the CPU wheel
         else:
             cmd += ["--extra-index-url", "https://download.pytorch.org/whl/cpu", "--index-strategy", "unsafe-best-match"]
+        if upgrade:
+            cmd.append("--upgrade")
         subprocess.run(cmd, check=True, cwd=ROOT)
         body = out.read_text()
     header = (f"{HASH_PREFIX}{dependency_hash()}\n"
@@ -113,12 +124,14 @@ def refresh(lock: Path = LOCK) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only check that the lock matches pyproject.toml")
+    ap.add_argument("--upgrade", action="store_true",
+                    help="take the newest allowed releases (default: keep the current pins where still allowed)")
     args = ap.parse_args()
     if args.check:
         problems = check()
         print("\n".join(problems) or f"{LOCK.relative_to(ROOT)}: current")
         sys.exit(1 if problems else 0)
-    refresh()
+    refresh(upgrade=args.upgrade)
 
 
 if __name__ == "__main__":

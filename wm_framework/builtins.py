@@ -9,8 +9,9 @@ something is built or a recipe validated, so `wm --help` stays fast):
 * probes: ``linear``, ``mlp`` (-> 256 -> 128, ReLU) and ``ridge`` (closed form);
 * planners: ``cem`` (continuous actions) and ``cem_discrete`` (action ids), the published CEM
   defaults;
-* launchers: ``local`` (sequential on CPU, one pinned process per GPU slot). A plugin
-  adds Ray, SLURM, ... the same way, with the protocol of ``wm_framework/runs/launchers.py``.
+* launchers: ``local`` (sequential on CPU, one pinned process per GPU slot) and ``slurm``
+  (a SLURM job array through submitit, an optional dependency). A plugin adds Ray, ... the
+  same way, with the protocol of ``wm_framework/runs/launchers.py``.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def register_planners(register):
 
 @hookimpl
 def register_launchers(register):
-    """Core launchers: local (sequential on CPU, one process per GPU slot with GPUs)."""
+    """Core launchers: local (sequential on CPU, one process per GPU slot with GPUs) and slurm."""
     register("local", lazy("wm_framework.runs.launchers:LocalLauncher"),
              description="runs in sequence on CPU; spread over the visible GPUs (CUDA_VISIBLE_DEVICES, per_gpu runs each)")
+    register("slurm", lazy("wm_framework.runs.slurm:SlurmLauncher"),
+             description="one SLURM job-array task per run, through submitit (pip install 'wm-framework[slurm]')")

@@ -13,10 +13,17 @@ the current directory as cwd). A finished job leaves ``DONE`` in its directory; 
 core checks for it afterwards, so a launcher need not report results, and a job
 that failed is simply re-run by ``wm run --resume``.
 
+A factory may also have a ``validate(**params)`` attribute (e.g. a classmethod): it is
+called when the recipe is validated, before any directory is made, and raises
+``WMUsageError`` for a bad value or a missing optional dependency (the ``slurm`` launcher
+says how to install submitit there, not after the stores are collected).
+
 The built-in ``local`` launcher: on a machine without GPUs the jobs run one after
 another in this process; with GPUs each job is a subprocess pinned to one GPU with
 ``CUDA_VISIBLE_DEVICES``, ``per_gpu`` of them sharing a GPU, as many at once as
 there are slots. ``WM_FAKE_GPUS`` (``2`` or ``0,3``) stands in for the GPU list in tests.
+The built-in ``slurm`` launcher (``wm_framework/runs/slurm.py``) submits the jobs as a
+SLURM job array through submitit.
 """
 
 from __future__ import annotations
@@ -195,7 +202,13 @@ def check_launcher(table: dict | None) -> None:
 
     reg = get_registry()
     if name in reg.names("launchers"):
-        reg.get("launchers", name).check_params(table)
+        comp = reg.get("launchers", name)
+        comp.check_params(table)
+        from wm_framework.registry import resolved
+
+        validate = getattr(resolved(comp.factory), "validate", None)
+        if validate is not None:
+            validate(**table)
     elif name == "local":
         import inspect
 
