@@ -261,3 +261,23 @@ def test_kill_during_import_leaves_no_store_and_the_import_reruns(server, tmp_pa
         r = server.call("import", tmp_path, log, fmt="npy-shards", src=str(src), out=str(out))
         assert r["code"] == 0, log.read_text()[-2000:]
     assert EpisodeStore.open(out).num_episodes == 4 and validate_store(out) == []
+
+
+def test_new_run_removes_only_stale_run_creations(tmp_path):
+    """A killed run creation leaves `.<stamp>_<name>.XXXX.creating`; the next run in that folder
+    removes it once it is old, and never a store being built there (whatever its age)."""
+    import os
+
+    from wm_framework.runs.context import new_run_dir
+
+    stale_run = tmp_path / ".20260101-000000_tiny.k2j3.creating"
+    store_building = tmp_path / ".s.zarr.x9y8.creating"
+    fresh_run = tmp_path / ".20260101-000001_tiny.a1b2.creating"
+    for d in (stale_run, store_building, fresh_run):
+        d.mkdir()
+    old = 10_000
+    for d in (stale_run, store_building):
+        os.utime(d, (os.stat(d).st_atime - old, os.stat(d).st_mtime - old))
+    run = new_run_dir("tiny", tmp_path, populate=lambda d: (d / "recipe.resolved.toml").write_text(""))
+    assert (run / "recipe.resolved.toml").is_file()
+    assert not stale_run.exists() and store_building.exists() and fresh_run.exists()

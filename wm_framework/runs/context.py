@@ -44,7 +44,9 @@ def new_run_dir(name: str, parent: str | Path = "runs", populate: Callable[[Path
     stamp = time.strftime("%Y%m%d-%H%M%S")
     parent = Path(parent)
     base = parent / f"{stamp}_{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}"
-    remove_stale_creations(parent / "*", older_than_s=600)  # a killed creation takes milliseconds
+    # Leftovers of killed run creations (they take milliseconds): only run-directory names,
+    # so that a store being built in the same folder is never touched.
+    remove_stale_creations(parent / "????????-??????_*", older_than_s=600)
     for i in range(1, 10_000):
         path = base if i == 1 else Path(f"{base}-{i - 1}")
         if path.exists():
