@@ -27,8 +27,11 @@ WM = [sys.executable, "-m", "wm_framework.cli"]
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    # Its own process group (Ctrl-C goes to the group, as from a terminal), and SIGINT at its
+    # default: a test runner started in the background (nohup, `&`) passes SIGINT down ignored,
+    # and Python then never turns it into KeyboardInterrupt, as it should not.
     return subprocess.Popen(WM + args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)  # its own group: Ctrl-C goes to the group, as from a terminal
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(pattern: str, root: Path, proc: subprocess.Popen, timeout: float = 120) -> None:

@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cli = build_app()
             rc = cli(args=argv, prog_name="wm", standalone_mode=False)
-            stop = pending_stop()  # Typer returned 130 for an interrupt it swallowed
+            stop = pending_stop(rc)  # Typer returned 130 for an interrupt it swallowed
             if stop is not None:
                 _quiet_shutdown()
                 print(stop.line, file=sys.stderr)
@@ -291,11 +291,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _quiet_shutdown() -> None:
-    """After an error, zarr's event loop may hold tasks that die with the process; asyncio
-    would log each ("Task was destroyed but it is pending!", ~50 lines) after our one line."""
+    """After an error, zarr's event loop may hold tasks and coroutines that die with the
+    process; asyncio would log each ("Task was destroyed but it is pending!") and Python
+    print each coroutine's "Exception ignored ... Event loop is closed" traceback, ~50
+    lines after our one line. They are the error already reported, so they are dropped."""
     import logging
+    import types
 
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    default = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.object, types.CoroutineType) or "Event loop is closed" in str(unraisable.exc_value):
+            return
+        default(unraisable)
+
+    sys.unraisablehook = hook
 
 
 def entry() -> None:

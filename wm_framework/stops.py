@@ -16,7 +16,9 @@ into ``RuntimeError: [enforce fail at inline_container.cc:672] unexpected pos``,
 from __future__ import annotations
 
 import errno
+import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,6 +58,24 @@ def install_signal_handlers() -> None:
     signal.signal(signal.SIGTERM, _on_signal)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_signal)
+    if getattr(sys.unraisablehook, "__name__", "") != _redeliver_swallowed_stop.__name__:
+        _redeliver_swallowed_stop.previous = sys.unraisablehook
+        sys.unraisablehook = _redeliver_swallowed_stop
+
+
+def _redeliver_swallowed_stop(unraisable) -> None:
+    """A signal that lands while a finalizer runs (a multiprocessing queue being collected)
+    raises there, and Python swallows it ("Exception ignored in: <Finalize object>"): the
+    stop would be lost. Deliver the signal again shortly, from outside that finalizer."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _signal_received is not None:
+        timer = threading.Timer(0.05, os.kill, (os.getpid(), _signal_received))
+        timer.daemon = True
+        timer.start()
+        return
+    _redeliver_swallowed_stop.previous(unraisable)
+
+
+_redeliver_swallowed_stop.previous = sys.unraisablehook
 
 
 _signal_received: int | None = None
@@ -67,12 +87,13 @@ def _on_signal(signum, frame) -> None:
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
-def pending_stop() -> Stop | None:
-    """The line of a signal that ended the command although no exception reached the CLI."""
+def pending_stop(exit_code) -> Stop | None:
+    """The line of a signal that ended the command although no exception reached the CLI
+    (Typer returns 130 for a KeyboardInterrupt it caught); None when the command finished."""
     global _signal_received
-    if _signal_received is None:
-        return None
     signum, _signal_received = _signal_received, None
+    if signum is None or exit_code != 130:
+        return None
     return describe_stop(Terminated() if signum == signal.SIGTERM else KeyboardInterrupt())
 
 
