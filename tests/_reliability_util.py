@@ -189,3 +189,14 @@ def tiny_run(root: Path, **kw) -> Path:
     from wm_framework.runs.run import run_recipe
 
     return run_recipe(str(tiny_recipe(root, **kw)), out=str(Path(root) / "runs"), progress=False)
+
+
+def last_state(run: Path, label: str = "last") -> dict:
+    """A run's checkpoint as one dict: ``{"model": weights, **trainer state}`` (the trainer
+    state exists for ``last`` only), read the way resume reads it."""
+    from wm_framework.train.checkpoint import load_resume_state, load_weights_safetensors
+
+    if label != "last":
+        return {"model": load_weights_safetensors(Path(run) / "checkpoints" / f"{label}.safetensors")}
+    weights, state, _ = load_resume_state(Path(run) / "checkpoints")
+    return {"model": weights, **state}

@@ -53,7 +53,9 @@ def _recipe(tmp_path: Path, steps: int = 60, ckpt: int = 5, name: str = "r.toml"
 
 
 def _weights(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+    from safetensors.torch import load_file
+
+    return load_file(run_dir / "checkpoints" / "last.safetensors")
 
 
 def _only_run(parent: Path) -> Path:
@@ -66,8 +68,15 @@ def test_run_directory_layout_and_metrics(tmp_path):
     r = run_wm("run", str(_recipe(tmp_path, steps=20)), "--out", str(tmp_path / "runs"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     run = _only_run(tmp_path / "runs")
-    for name in ("recipe.resolved.toml", "metrics.jsonl", "report.md", "results.json", "run.json", "checkpoints/last.pt", "checkpoints/best.pt"):
+    for name in ("recipe.resolved.toml", "metrics.jsonl", "report.md", "results.json", "run.json", "run.log",
+                 "checkpoints/last.safetensors", "checkpoints/best.safetensors", "checkpoints/last.trainer.pt"):
         assert (run / name).exists(), name
+    assert sorted(p.name for p in run.glob("checkpoints/*.pt")) == ["last.trainer.pt"]  # the optimizer once, for resume
+    # Validation reaches the console (stderr) and run.log, each evaluation.
+    val_lines = [x for x in r.stderr.splitlines() if "validation: loss" in x]
+    assert len(val_lines) >= 2 and val_lines[-1].startswith("step 20/20 validation: loss "), r.stderr
+    log = (run / "run.log").read_text()
+    assert "stage train" in log and "step 20/20 validation: loss" in log and "step 20/20 loss" in log
     meta = json.loads((run / "run.json").read_text())
     assert meta["git_revision"] and "blocks" in meta["plugins"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

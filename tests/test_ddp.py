@@ -137,8 +137,10 @@ def test_wm_run_nproc_per_node_2_matches_single_process(tmp_path):
     lines = lambda d: (d / "metrics.jsonl").read_text().splitlines()  # noqa: E731
     assert len(lines(ddp_dir)) == len(lines(single_dir))  # no second rank appending to metrics
     assert json.loads((ddp_dir / "results.json").read_text())["train"]["world_size"] == 2
-    a = torch.load(single_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
-    b = torch.load(ddp_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+    from safetensors.torch import load_file
+
+    a = load_file(single_dir / "checkpoints" / "last.safetensors")
+    b = load_file(ddp_dir / "checkpoints" / "last.safetensors")
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
     la = [json.loads(x)["loss"] for x in lines(single_dir) if '"loss"' in x]

@@ -118,7 +118,8 @@ def test_run_a_shipped_recipe_by_name_from_any_directory(tmp_path):
     assert r.returncode == 0, r.stderr
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and runs[0].name.endswith("_toy_ball_smoke")
-    for name in ("recipe.resolved.toml", "run.json", "report.md", "results.json", "checkpoints/last.pt"):
+    for name in ("recipe.resolved.toml", "run.json", "report.md", "results.json", "run.log", "checkpoints/last.safetensors",
+                 "checkpoints/last.trainer.pt"):
         path = runs[0] / name
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, name
     assert (tmp_path / "data" / "toy_ball_smoke.zarr").is_dir()

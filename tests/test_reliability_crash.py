@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from _reliability_util import ForkServer
+from _reliability_util import ForkServer, last_state
 from wm_framework.cli import main as wm_main
 from wm_framework.data.inspect import uncommitted_rows, validate_store
 from wm_framework.data.store import EpisodeStore
-from wm_framework.train.checkpoint import load_checkpoint
+from wm_framework.train.checkpoint import load_weights_safetensors
 
 KILLS = 24  # kill points per scenario (the brief asks for >= 20)
 
@@ -114,9 +114,11 @@ def _only(parent: Path) -> Path:
 def _check_run_dir_intact(run: Path) -> None:
     """What a user finds after a crash: every checkpoint loads (weights_only), every JSON parses."""
     ckpts = run / "checkpoints"
-    for pt in ckpts.glob("*.pt"):
-        state = load_checkpoint(pt)  # weights_only=True; raises on a half-written file
-        assert {"model", "optimizer", "step"} <= set(state), pt
+    for f in ckpts.glob("*.safetensors"):
+        assert load_weights_safetensors(f), f  # raises on a half-written file
+    if (ckpts / "last.trainer.pt").exists() or (ckpts / ".last.trainer.pt.pending").exists():
+        state = last_state(run)  # the pair as resume reads it: from one step (checked), weights_only
+        assert {"model", "optimizer", "step"} <= set(state)
     if (ckpts / "index.json").exists():
         for entry in json.loads((ckpts / "index.json").read_text()):
             assert (ckpts / entry["file"]).is_file(), f"index.json names a missing file {entry['file']}"
@@ -129,7 +131,7 @@ def _check_run_dir_intact(run: Path) -> None:
 
 
 def _weights(run: Path, label: str = "last") -> dict:
-    return torch.load(run / "checkpoints" / f"{label}.pt", weights_only=True)["model"]
+    return last_state(run, label)["model"]
 
 
 def test_training_survives_sigkill_and_resume_is_bit_exact(server, tmp_path):
@@ -172,8 +174,7 @@ def test_training_survives_sigkill_and_resume_is_bit_exact(server, tmp_path):
         assert got.keys() == ref_weights.keys()
         for k in got:
             assert torch.equal(got[k], ref_weights[k]), f"chain {chains}: {k} differs from the uninterrupted run"
-        state = load_checkpoint(run / "checkpoints" / "last.pt")
-        assert state["step"] == steps
+        assert last_state(run)["step"] == steps
         assert json.loads((run / "results.json").read_text())["train"]["global_step"] == steps
         finished += 1
         run = None

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _data_util import make_row_store
-from _reliability_util import tiny_run
+from _reliability_util import last_state, tiny_run
 from wm_framework.cli import main as wm_main
 from wm_framework.errors import WMUsageError
 from wm_framework.recipe import load_toml
@@ -198,7 +198,7 @@ def test_checkpoint_from_another_model_names_mismatched_keys(tmp_path, run_dir):
     other = tiny_run(tmp_path, latent=5)  # same recipe, another latent size
     ctx = load_run(run_dir)
     with pytest.raises(WMUsageError) as err:
-        ctx.load_model(other / "checkpoints" / "last.pt")
+        ctx.load_model(other / "checkpoints" / "last.safetensors")
     msg = str(err.value)
     assert "\n" not in msg and "does not fit this model" in msg and "shape mismatch" in msg and "encoder." in msg
     foreign = tmp_path / "foreign.pt"
@@ -220,14 +220,14 @@ def test_disk_full_while_writing_keeps_previous_state(tmp_path, run_dir, monkeyp
 
     ctx = load_run(run_dir)
     before = _snapshot(run_dir)
-    state = ck.load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    state = last_state(run_dir)
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(atomic.os, where, full)
     with pytest.raises(OSError):
-        ck.save_checkpoint(run_dir / "checkpoints" / "last.pt", {"model": {}, "step": -1})
+        ck.save_training_checkpoint(run_dir / "checkpoints", "last", state["model"], {"step": -1})
     with pytest.raises(OSError):
         ctx.update_results("probe", {"x": 1})
     with pytest.raises(OSError):
@@ -253,7 +253,7 @@ def test_read_only_directory_keeps_previous_state(tmp_path, run_dir, monkeypatch
     os.chmod(ckpts, 0o555)
     try:
         with pytest.raises(PermissionError):
-            ck.save_checkpoint(ckpts / "last.pt", {"model": {}, "step": -1})
+            ck.save_training_checkpoint(ckpts, "last", {"w": torch.zeros(2)}, {"step": -1})
         with pytest.raises(PermissionError):
             ck.atomic_write_json(ckpts / "index.json", [])
     finally:
@@ -263,16 +263,15 @@ def test_read_only_directory_keeps_previous_state(tmp_path, run_dir, monkeypatch
 
 
 def test_full_disk_during_training_is_one_line_and_keeps_checkpoint(tmp_path, monkeypatch, capsys):
-    """Through `wm run`: ENOSPC on the 3rd checkpoint write -> one error line, exit 1, last.pt intact."""
+    """Through `wm run`: ENOSPC on the 3rd checkpoint write -> one error line, exit 1, the last pair intact."""
     from _reliability_util import tiny_recipe
     from wm_framework import atomic  # the writers (their os / tempfile are patched)
-    from wm_framework.train import checkpoint as ck
 
     recipe = tiny_recipe(tmp_path, steps=6)
     real, calls = os.replace, {"n": 0}
 
     def flaky(src, dst):
-        if str(dst).endswith("last.pt"):
+        if str(dst).endswith("last.safetensors.pending"):
             calls["n"] += 1
             if calls["n"] == 3:
                 raise OSError(errno.ENOSPC, "No space left on device", str(dst))
@@ -285,6 +284,7 @@ def test_full_disk_during_training_is_one_line_and_keeps_checkpoint(tmp_path, mo
     errors = [x for x in err.splitlines() if x.startswith("error")]
     assert code == 1 and len(errors) == 1 and "no space left on device" in errors[0] and "Traceback" not in err, err
     run = next((tmp_path / "runs").iterdir())
-    state = ck.load_checkpoint(run / "checkpoints" / "last.pt")
+    state = last_state(run)
     assert state["step"] == 2
     assert not list((run / "checkpoints").glob(".*.tmp")), "temp files left behind"
+    assert not list((run / "checkpoints").glob(".*.pending")), "pending files left behind"

@@ -9,10 +9,9 @@ import types
 import pytest
 import torch
 
-from _reliability_util import tiny_recipe
+from _reliability_util import last_state, tiny_recipe
 from wm_framework import hookimpl
 from wm_framework.cli import main as wm_main
-from wm_framework.train.checkpoint import load_checkpoint
 
 
 class _InfGrad(torch.autograd.Function):
@@ -95,7 +94,7 @@ def test_infinite_gradient_with_finite_loss_stops_and_keeps_checkpoint(tmp_path,
     assert errors[0].startswith("error: step 2: gradient is not finite"), errors[0]
     assert "loss term" not in errors[0]  # it was the gradient, not the loss value
     run = next((tmp_path / "runs").iterdir())
-    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    state = last_state(run)
     assert state["step"] == 2  # the last good step's checkpoint
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -110,5 +109,5 @@ def test_infinite_gradient_skip_policy_finishes(tmp_path, monkeypatch, capsys, f
     run = next((tmp_path / "runs").iterdir())
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r.get("skipped")] == [2, 3]
-    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    state = last_state(run)
     assert all(torch.isfinite(v).all() for v in state["model"].values())

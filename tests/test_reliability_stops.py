@@ -46,14 +46,14 @@ def _wait_for(pattern: str, root: Path, proc: subprocess.Popen, timeout: float =
 def test_interrupted_run_says_so_in_one_line_with_the_resume_command(tmp_path, capsys, sig):
     recipe = tiny_recipe(tmp_path, steps=100_000)
     proc = _start(["run", str(recipe), "--out", "runs"], tmp_path)
-    _wait_for("runs/*/checkpoints/last.pt", tmp_path, proc)
+    _wait_for("runs/*/checkpoints/last.safetensors", tmp_path, proc)
     if sig == signal.SIGINT:
         os.killpg(proc.pid, sig)  # what Ctrl-C in a terminal does
     else:
         proc.send_signal(sig)  # what kill, SLURM or a container runtime does
     _, err = proc.communicate(timeout=60)
     run = next(p for p in (tmp_path / "runs").iterdir() if not p.name.startswith("."))
-    lines = [x for x in err.splitlines() if x.strip() and not x.startswith("stage ")]
+    lines = [x for x in err.splitlines() if x.strip() and not x.startswith(("stage ", "step "))]  # progress lines
     word = "interrupted" if sig == signal.SIGINT else "stopped by SIGTERM"
     assert proc.returncode == 128 + sig, err
     assert lines == [f"{word}; resume with: wm run --resume runs/{run.name}"], err
@@ -61,10 +61,11 @@ def test_interrupted_run_says_so_in_one_line_with_the_resume_command(tmp_path, c
 
     with exclusive(run_lock_file(run), "run"):  # released: `wm run --resume` can take it
         pass
-    assert (run / "checkpoints" / "last.pt").is_file()
+    assert (run / "checkpoints" / "last.safetensors").is_file()
     import json
 
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"  # run.json says how it ended
+    assert (run / "run.log").read_text().splitlines()[-1].endswith(f"wm_framework: {word}")  # and so does run.log
 
 
 def test_sigterm_stops_collection_workers_cleanly(tmp_path):
@@ -82,9 +83,9 @@ def test_sigterm_stops_collection_workers_cleanly(tmp_path):
     assert not children  # no worker outlived its parent
 
 
-def test_full_disk_inside_torch_save_is_named_with_how_to_resume(tmp_path, monkeypatch, capsys):
-    """A short write inside torch.save reaches us as RuntimeError('... unexpected pos ...') with the
-    OSError only in its context: the line says "no space left on device" and the file."""
+def test_full_disk_while_checkpointing_is_named_with_how_to_resume(tmp_path, monkeypatch, capsys):
+    """A short write of the trainer state (the 3rd checkpoint) is one line naming the file the
+    user knows (last.trainer.pt, not its pending name) and how to resume; nothing half-written stays."""
     from wm_framework import atomic
 
     recipe = tiny_recipe(tmp_path, steps=6)
@@ -108,7 +109,7 @@ def test_full_disk_inside_torch_save_is_named_with_how_to_resume(tmp_path, monke
 
     def fdopen(fd, *a, **kw):
         f = real_fdopen(fd, *a, **kw)
-        if os.readlink(f"/proc/self/fd/{fd}").split("/")[-1].startswith(".last.pt."):
+        if os.readlink(f"/proc/self/fd/{fd}").split("/")[-1].startswith("..last.trainer.pt.pending."):
             calls["n"] += 1
             if calls["n"] == 3:
                 return FullDisk(f)
@@ -120,9 +121,38 @@ def test_full_disk_inside_torch_save_is_named_with_how_to_resume(tmp_path, monke
     monkeypatch.undo()
     run = next((tmp_path / "runs").iterdir())
     errors = [x for x in err.splitlines() if x.startswith("error")]
-    assert code == 1 and "Traceback" not in err and "unexpected pos" not in err, err
-    assert errors == [f"error: no space left on device while writing {run / 'checkpoints' / 'last.pt'}; "
+    assert code == 1 and "Traceback" not in err, err
+    assert errors == [f"error: no space left on device while writing {run / 'checkpoints' / 'last.trainer.pt'}; "
                       f"free some space, then resume with: wm run --resume {run}"], err
+    assert not [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_full_disk_inside_torch_save_names_the_file():
+    """torch.save hides a short write as RuntimeError('... unexpected pos ...'), the OSError only
+    in its context: an atomic write through it still raises the OSError naming the file."""
+    import tempfile
+
+    import torch
+    from wm_framework.atomic import atomic_write
+    from wm_framework.stops import describe_stop
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    with tempfile.TemporaryDirectory() as d:
+        target = Path(d) / "state.pt"
+        with pytest.raises(OSError) as err:
+            atomic_write(target, lambda f: torch.save({"x": torch.zeros(1000)}, FullDisk(f)))
+        assert err.value.errno == errno.ENOSPC and err.value.filename == str(target)
+        assert describe_stop(err.value).line.startswith(f"error: no space left on device while writing {target}")
+        assert os.listdir(d) == []
 
 
 @pytest.fixture

@@ -91,16 +91,17 @@ def test_pickle_payload_in_checkpoint_is_refused(tmp_path, run_dir, capsys):
     with pytest.raises(WMUsageError) as err:
         load_checkpoint(evil)
     assert "weights_only" in str(err.value) and "\n" not in str(err.value)
-    # Through the CLI: `wm run --resume` on a run whose last.pt was replaced.
-    _plant(run_dir / "checkpoints" / "last.pt", marker)
+    # Through the CLI: `wm run --resume` on a run whose trainer state was replaced.
+    _plant(run_dir / "checkpoints" / "last.trainer.pt", marker)
     code = wm_main(["run", "--resume", str(run_dir)])
     line = _one_error_line(capsys.readouterr().err)
-    assert code == 2 and "last.pt" in line and "not a loadable checkpoint" in line and "refused to unpickle non-tensor data (" in line
-    # ... and RunContext.load_model, which `wm eval` / `wm probe` use.
+    assert code == 2 and "last.trainer.pt" in line and "not a loadable checkpoint" in line and "refused to unpickle non-tensor data (" in line
+    # ... and RunContext.load_model, which `wm eval` / `wm probe` use, given a .pt checkpoint
+    # (the format of runs written before safetensors).
     from wm_framework.runs.context import load_run
 
     with pytest.raises(WMUsageError, match="not a loadable checkpoint"):
-        load_run(run_dir).load_model("last")
+        load_run(run_dir).load_model(evil)
     assert not marker.exists(), "the pickle payload ran"
 
 
@@ -287,7 +288,7 @@ def test_checkpoint_named_outside_the_run_by_index_json_is_refused(tmp_path, cap
 
     run = tiny_run(tmp_path)
     (tmp_path / "outside").mkdir()
-    shutil.copy(run / "checkpoints" / "last.pt", tmp_path / "outside" / "foreign.pt")
+    shutil.copy(run / "checkpoints" / "last.safetensors", tmp_path / "outside" / "foreign.pt")
     index = run / "checkpoints" / "index.json"
     entries = json.loads(index.read_text())
     entries.append({**entries[-1], "file": "../../outside/foreign.pt", "label": "foreign"})

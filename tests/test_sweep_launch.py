@@ -147,7 +147,7 @@ def test_sweep_runs_as_gpu_pinned_subprocesses_with_fake_gpus(tmp_path):
     subs = sorted((run / "sweep").iterdir())
     assert [p.name for p in subs] == ["lr=0.001", "lr=0.003"]
     for sub in subs:
-        assert (sub / "DONE").is_file() and (sub / "checkpoints" / "last.pt").is_file()
+        assert (sub / "DONE").is_file() and (sub / "checkpoints" / "last.safetensors").is_file()
         assert (sub / "launcher.log").is_file()  # it ran as a subprocess, output captured per run
     res = json.loads((run / "results.json").read_text())["sweep"]
     assert set(res) == {"lr=0.001", "lr=0.003"} and all(v["global_step"] == 4 for v in res.values())

@@ -45,7 +45,7 @@ def test_sweep_runs_end_to_end_as_submitit_local_jobs(tmp_path):
     subs = sorted((run / "sweep").iterdir())
     assert [p.name for p in subs] == ["lr=0.001", "lr=0.003"]
     for sub in subs:
-        assert (sub / "DONE").is_file() and (sub / "checkpoints" / "last.pt").is_file()
+        assert (sub / "DONE").is_file() and (sub / "checkpoints" / "last.safetensors").is_file()
     res = json.loads((run / "results.json").read_text())["sweep"]
     assert set(res) == {"lr=0.001", "lr=0.003"} and all(v["global_step"] == 4 for v in res.values())
     assert "Sweep runs" in (run / "report.md").read_text()

@@ -55,7 +55,9 @@ def _train(tmp_path, store, model=NEXTFRAME, **views):
 
 
 def _weights(run):
-    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    from safetensors.torch import load_file
+
+    return load_file(run / "checkpoints" / "last.safetensors")
 
 
 def test_pixel_model_writes_strips_and_rollout_videos_that_decode(tmp_path, store):
@@ -110,7 +112,7 @@ def test_keys_switch_views_off_and_views_never_change_training(tmp_path, store):
 
 def test_latent_only_model_writes_no_views(tmp_path, store):
     run, _ = _train(tmp_path, store, model=LATENT)
-    assert (run / "checkpoints" / "last.pt").is_file()
+    assert (run / "checkpoints" / "last.safetensors").is_file()
     assert not (run / "images").exists() and not (run / "videos").exists()
 
 
@@ -126,7 +128,7 @@ def test_a_view_that_fails_to_write_is_a_warning_not_the_end_of_training(tmp_pat
     assert [str(w.message).split(" (")[0] for w in caught] == [
         f"train.views: could not write the rollout video at step {s}" for s in (2, 4)]
     assert "OSError: [Errno 28] No space left on device" in str(caught[0].message)
-    assert (run / "checkpoints" / "last.pt").is_file()
+    assert (run / "checkpoints" / "last.safetensors").is_file()
     assert (run / "images" / "step_000004.png").is_file()  # the other view is unaffected
 
 
@@ -138,7 +140,7 @@ def test_view_keys_may_change_on_resume():
 
 
 def test_video_stand_in_for_tensorboard_without_moviepy():
-    from wm_framework.train.logger import frame_row
+    from wm_framework.runs.tracker_backends import frame_row
 
     clip = np.zeros((18, 600, 100, 3), np.uint8)
     clip[:, :, :, 0] = np.arange(18)[:, None, None]
@@ -151,13 +153,17 @@ def test_views_reach_tensorboard(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from wm_framework.runs.tracker_backends import TensorBoardBackend
+    from wm_framework.runs.trackers import Tracker
     from wm_framework.train.logger import MetricsLogger
 
-    logger = MetricsLogger(tmp_path, tensorboard=True)
+    tracker = Tracker(tmp_path, [TensorBoardBackend.open(tmp_path / "tensorboard")])
+    logger = MetricsLogger(tmp_path, tracker)
     image = np.zeros((8, 12, 3), np.uint8)
     logger.log_image("views/next_frame", image, 5, tmp_path / "x.png")
     logger.log_video("views/rollout", np.zeros((4, 8, 12, 3), np.uint8), 5, 8, tmp_path / "x.mp4")
     logger.close()
+    tracker.close()
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     tags = events.Tags()["images"]

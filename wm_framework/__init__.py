@@ -9,6 +9,7 @@ The public API (contract) is small and imports nothing heavy:
 - ``components(kind=None)``: what is registered, as ``{kind: {name: Component}}``.
 - ``reset_registry()``: forget loaded plugins (after installing one, or between tests).
 - ``load_run(path)``: a finished run directory; ``.load_model("best")``, ``.checkpoints()``, ``.results()``.
+- ``get_logger(__name__)``: a plugin's logger; its lines reach the console and the run's run.log.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "components",
     "reset_registry",
     "load_run",
+    "get_logger",
     "WMError",
     "WMUsageError",
     "WMRuntimeError",
@@ -68,3 +70,11 @@ def load_run(path, device: str | None = None):
     from wm_framework.runs.context import load_run as _load_run
 
     return _load_run(path, device)
+
+
+def get_logger(name: str):
+    """A ``logging.Logger`` for a plugin module (pass ``__name__``): what it logs reaches the
+    console (as ``wm --quiet`` / ``--verbose`` chose) and the run.log of the run at work."""
+    from wm_framework.console import get_logger as _get_logger
+
+    return _get_logger(name)

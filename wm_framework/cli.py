@@ -47,10 +47,19 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="Console: warnings and errors only, no progress bars (run.log keeps everything)."),
+          verbose: bool = typer.Option(False, "--verbose", "-v", help="Console and run.log: debug messages too."),
           version: bool = typer.Option(False, "--version", "-V", help="Print the version and exit.",
                                        callback=_print_version, is_eager=True)):
     """wm-framework: plugins supply environments, models and losses; recipes compose them."""
     _DEBUG["on"] = debug or os.environ.get("WM_DEBUG") == "1"
+    if quiet and verbose:
+        from wm_framework.errors import WMUsageError
+
+        raise WMUsageError("--quiet and --verbose: choose one")
+    from wm_framework.console import configure
+
+    configure(-1 if quiet else (1 if verbose else 0))
 
 
 # ----------------------------------------------------------------------------- plugins / components
@@ -150,6 +159,18 @@ def recipes_cp(name: str = typer.Argument(..., help="A shipped recipe's name (se
     from wm_framework.shipped_recipes import copy_recipe
 
     typer.echo(f"copied {name} to {copy_recipe(name, dest, force)}")
+
+
+@recipes_app.command("explain")
+def recipes_explain(recipe: str = typer.Argument(..., help="A shipped recipe's name, or a recipe TOML file."),
+                    section: Optional[str] = typer.Argument(None, help="Only this section and those below it: train, "
+                                                            "data.collect, model.encoder, probe, ..."),
+                    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Apply the recipe's [presets.NAME] first."),
+                    as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Every field of a recipe: type, default, the recipe's value and what it means."""
+    from wm_framework.recipe_explain_view import explain_command
+
+    explain_command(recipe, section, preset, as_json)
 
 
 @app.command("validate")

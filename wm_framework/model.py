@@ -194,3 +194,78 @@ class WorldModel(nn.Module):
         if out_obs:
             result["obs"] = torch.stack(out_obs, 1)
         return result
+
+    # -- NumPy in, NumPy out: arrays in the store's layout (notebooks, other tools) ----------
+    def _store_arrays(self, obs, actions=None) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+        """Store-layout arrays -> (prepared obs [B,T,...], action blocks [B,T,A] or None, batched).
+
+        Frames are uint8 ``[T,H,W,C]`` (pixels) or float ``[T,D]`` (states); actions
+        ``[T]`` / ``[T,frameskip]`` (discrete) or ``[T,A]`` / ``[T,frameskip,A]`` (continuous),
+        exactly as ``EpisodeStore.episode`` and ``WindowSampler.get`` return them. A leading
+        batch axis ``[B,T,...]`` is kept; without one, outputs have none either.
+        """
+        import numpy as np
+
+        obs = np.asarray(obs)
+        frame_ndim = 3 if obs.dtype == np.uint8 else 1
+        if obs.ndim not in (frame_ndim + 1, frame_ndim + 2):
+            kind = "uint8 frames [T,H,W,C]" if frame_ndim == 3 else "float states [T,D]"
+            raise ValueError(f"obs: expected {kind} (or with a leading batch axis), got shape {obs.shape}")
+        batched = obs.ndim == frame_ndim + 2
+        device = next(self.parameters()).device
+        obs_t = torch.from_numpy(np.ascontiguousarray(obs if batched else obs[None])).to(device)
+        act_t = None
+        if actions is not None:
+            a = np.asarray(actions)
+            act_t = prepare_actions(torch.from_numpy(np.ascontiguousarray(a if batched else a[None])).to(device),
+                                    self.action_spec)
+        return prepare_obs(obs_t), act_t, batched
+
+    @staticmethod
+    def _to_numpy(t: torch.Tensor, batched: bool):
+        out = t.detach().float().cpu().numpy()
+        return out if batched else out[0]
+
+    @staticmethod
+    def _frames_to_numpy(frames: torch.Tensor, batched: bool):
+        """Predicted frames [B,H',C,h,w] in [0, 1] -> uint8 [B,H',h,w,C], the store's pixel layout."""
+        out = frames.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
+        return out if batched else out[0]
+
+    @torch.no_grad()
+    def encode_numpy(self, obs):
+        """Latents ``[T, D]`` of store-layout frames or states ``obs`` (see :meth:`_store_arrays`)."""
+        prepared, _, batched = self._store_arrays(obs)
+        return self._to_numpy(self.encode(self.frame_space(prepared)), batched)
+
+    @torch.no_grad()
+    def predict_numpy(self, obs, actions) -> dict:
+        """One step ahead of the last of ``obs [T, ...]`` given the actions taken at each of
+        those T frames: ``{"latent": [D]}``, plus ``"frame"`` (uint8 ``[h,w,C]``, in the
+        encoder's input space) for observation-predicting models."""
+        import numpy as np
+
+        obs, actions = np.asarray(obs), np.asarray(actions)
+        batched = obs.ndim == (3 if obs.dtype == np.uint8 else 1) + 2
+        t = obs.shape[1] if batched else obs.shape[0]
+        out = self.rollout_numpy(obs, actions[:, :t] if batched else actions[:t])  # exactly one imagined step
+        first = (lambda x: x[:, 0]) if batched else (lambda x: x[0])
+        result = {"latent": first(out["latents"])}
+        if "frames" in out:
+            result["frame"] = first(out["frames"])
+        return result
+
+    @torch.no_grad()
+    def rollout_numpy(self, obs, actions) -> dict:
+        """Open loop from the context frames ``obs [C0, ...]``: ``actions`` holds the action at
+        each context frame and at each imagined one, ``[C0 - 1 + H, ...]``; returns ``latents``
+        ``[H, D]`` and, for observation-predicting models, ``frames`` uint8 ``[H, h, w, C]``."""
+        prepared, act, batched = self._store_arrays(obs, actions)
+        if act.shape[1] < prepared.shape[1]:
+            raise ValueError(f"actions: need one per context frame and per imagined step (at least {prepared.shape[1]}), "
+                             f"got {act.shape[1]}")
+        out = self.rollout(prepared, act)
+        result = {"latents": self._to_numpy(out["latents"], batched)}
+        if "obs" in out:
+            result["frames"] = self._frames_to_numpy(out["obs"], batched)
+        return result

@@ -74,10 +74,14 @@ class ModelConfig(_Strict):
 
 
 class WandbConfig(_Strict):
-    """Weights & Biases logging (needs the `wandb` extra)."""
+    """Weights & Biases logging (needs the `wandb` extra). An unset value is W&B's own: its
+    environment (WANDB_MODE, WANDB_PROJECT, WANDB_ENTITY, ...) and defaults; a value set here wins."""
 
-    project: str = Field(default="wm-framework", description="W&B project.")
-    mode: Literal["offline", "online", "disabled"] = Field(default="offline", description="W&B mode; offline works without a network.")
+    project: str | None = Field(default=None, description="W&B project; unset: WANDB_PROJECT, else 'wm-framework'.")
+    entity: str | None = Field(default=None, description="W&B entity (user or team); unset: WANDB_ENTITY, else your default entity.")
+    mode: Literal["online", "offline", "disabled"] | None = Field(default=None, description="W&B mode; unset: WANDB_MODE, else online. offline writes the run under <run>/wandb/ for `wandb sync`; disabled logs nothing.")
+    group: str | None = Field(default=None, description="W&B group; unset: a sweep's runs are grouped under the sweep directory's name.")
+    tags: list[str] | None = Field(default=None, description="W&B tags of the run.")
 
 
 class ProbeCurveConfig(_Strict):
@@ -143,8 +147,8 @@ class TrainConfig(_Strict):
         if bad:
             raise ValueError(f"epochs must be > 0, got {bad}")
         return v
-    tensorboard: bool = Field(default=True, description="Also log to TensorBoard when it is installed.")
-    wandb: WandbConfig | None = Field(default=None, description="Log to Weights & Biases.")
+    tensorboard: bool = Field(default=True, description="Also log to TensorBoard (<run>/tensorboard) when it is installed: training scalars, image strips and videos, and every stage's results and plots.")
+    wandb: WandbConfig | None = Field(default=None, description="Log to Weights & Biases (an empty [train.wandb] table turns it on): training metrics, the resolved recipe as config, stage results as tables and summary values, plots and videos as media.")
     probe_curve: ProbeCurveConfig | None = Field(default=None, description="Held-out ridge R^2 per label task and collapse diagnostics (predictor vs copy-last, dead dims, effective rank) every N steps, plotted into the report; off when absent.")
     views: ViewsConfig = Field(default_factory=ViewsConfig, description="Image strips and open-loop rollout videos while training, for models that predict observations (latent-only models get none).")
 

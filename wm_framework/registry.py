@@ -172,6 +172,22 @@ class Component:
                 f"{singular(self.kind)} '{self.name}': unknown parameter "
                 f"{', '.join(hints)}; accepted: {', '.join(sorted(known)) or '(none)'}"
             )
+        self._refuse_negative_sizes(params)
+
+    def _refuse_negative_sizes(self, params: dict) -> None:
+        """A parameter whose default is a positive int (or a list of them) is a size or a count
+        (``hidden = 256``, ``channels = [32, 64]``): a negative value cannot build anything
+        and would reach torch as "negative dimension", so it is refused here, by name."""
+        defaults = {p.name: p.default for p in self.params()}
+        for key, value in params.items():
+            default, given = defaults.get(key), value if isinstance(value, (list, tuple)) else [value]
+            default = default if isinstance(default, (list, tuple)) else [default]
+            if not default or not all(_positive_int(d) for d in default):
+                continue
+            bad = [v for v in given if isinstance(v, int) and not isinstance(v, bool) and v < 0]
+            if bad:
+                raise WMUsageError(f"{singular(self.kind)} '{self.name}': {key} = {value} is negative; it is a size "
+                                   f"or a count (default {defaults[key]})")
 
 
 class DuplicateComponentError(WMUsageError):
@@ -218,18 +234,21 @@ class Registry:
 
     def create(self, kind: str, name: str, /, *args, **params):
         """Build a component; bad names/params raise WMUsageError, a crashing factory WMRuntimeError."""
+        import warnings
+
         comp = self.get(kind, name)
         comp.check_params(params)
         try:
-            obj = comp.factory(*args, **params)
+            # Warnings of the build are held back until it is known to be usable: a refused
+            # component (below) must be one line, not torch's "zero-element tensors" warning first.
+            with warnings.catch_warnings(record=True) as held:
+                warnings.simplefilter("always")
+                obj = comp.factory(*args, **params)
         except (WMUsageError, WMRuntimeError):
             raise
         except (TypeError, ValueError) as e:
             raise WMUsageError(f"{comp.kind} '{name}' (plugin '{comp.plugin}'): {e}") from e
         except RuntimeError as e:
-            if "negative dimension" in str(e):  # torch's word for a size parameter below 0
-                raise WMUsageError(f"{comp.kind} '{name}': a size parameter is negative ({e}); "
-                                   f"params: {params}") from e
             raise WMRuntimeError(f"{comp.kind} '{name}' (plugin '{comp.plugin}') failed: {type(e).__name__}: {e}") from e
         except Exception as e:  # a plugin bug must not surface as a bare traceback
             raise WMRuntimeError(
@@ -239,6 +258,8 @@ class Registry:
 
         check_component(comp.kind, name, obj)
         _refuse_empty_weights(comp.kind, name, obj, params)
+        for w in held:  # a usable component: its warnings go out as they would have
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
         return obj
 
     def by_kind(self, kind: str) -> dict[str, Component]:
@@ -249,6 +270,10 @@ class Registry:
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._items[normalize_kind(kind)])
+
+
+def _positive_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x > 0
 
 
 def _refuse_empty_weights(kind: str, name: str, obj, params: dict) -> None:

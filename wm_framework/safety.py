@@ -28,16 +28,19 @@ def confined_path(root: str | os.PathLike, name: str | os.PathLike, what: str = 
     return target
 
 
-def symlinks_leaving(root: str | os.PathLike) -> list[tuple[str, str]]:
+def symlinks_leaving(root: str | os.PathLike, skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     """``(relative path, target)`` of every symlink under ``root`` whose target is outside it.
 
     Symlinked directories are reported, not descended into. Why: a run or store directory
     is written in place (``metrics.jsonl`` is appended, ``checkpoints/`` filled); a symlink
-    planted there would make those writes land in a file the run does not own.
+    planted there would make those writes land in a file the run does not own. Real
+    directories named in ``skip`` (another tool's own folder, which nothing here reads or
+    writes) are not looked into.
     """
     root_real = os.path.realpath(root)
     out = []
     for dirpath, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in skip or os.path.islink(os.path.join(dirpath, d))]
         for entry in dirs + files:
             full = os.path.join(dirpath, entry)
             if os.path.islink(full):
@@ -47,9 +50,10 @@ def symlinks_leaving(root: str | os.PathLike) -> list[tuple[str, str]]:
     return out
 
 
-def check_contained(root: str | os.PathLike, what: str) -> None:
-    """One-line WMUsageError if a symlink under ``root`` leads out of it."""
-    leaving = symlinks_leaving(root)
+def check_contained(root: str | os.PathLike, what: str, skip: tuple[str, ...] = ()) -> None:
+    """One-line WMUsageError if a symlink under ``root`` leads out of it (``skip``: see
+    :func:`symlinks_leaving`)."""
+    leaving = symlinks_leaving(root, skip)
     if leaving:
         rel, target = leaving[0]
         raise WMUsageError(f"{what} '{root}': '{rel}' is a symlink to '{target}', outside it; "

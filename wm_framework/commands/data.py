@@ -15,7 +15,7 @@ import typer
 from wm_framework.commands import checked_out_path
 from wm_framework.errors import WMUsageError
 
-app = typer.Typer(help="Episode datasets: collect, info, validate, import, overlap.", no_args_is_help=True,
+app = typer.Typer(help="Episode datasets: collect, info, validate, import, export, show, overlap.", no_args_is_help=True,
                   rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]})  # plain help: see cli.PLAIN
 
 
@@ -93,6 +93,8 @@ def info_cmd(path: str = typer.Argument(..., help="Store path or URL."),
     for name, a in info["arrays"].items():
         arrays.add_row(name, str(tuple(a["shape"])), a["dtype"], str(tuple(a["chunks"])))
     console.print(arrays)
+    console.print(f"look at it: [cyan]wm data show {info['path']} --episode 0[/] (MP4 with step, action, reward, labels), "
+                  "[cyan]--grid[/] (a contact sheet of random frames per policy)")
 
 
 @app.command("validate")
@@ -113,22 +115,80 @@ def validate_cmd(path: str = typer.Argument(..., help="Store path or URL.")):
 
 
 @app.command("import")
-def import_cmd(fmt: str = typer.Argument(..., metavar="FORMAT", help="npy-shards | hdf5 | parquet"),
+def import_cmd(fmt: str = typer.Argument(..., metavar="FORMAT", help="npy-shards | hdf5 | parquet | lerobot"),
                src: str = typer.Argument(..., help="Source file or directory."),
                out: str = typer.Option(..., "--out", help="New store path (must not exist)."),
                policy: str = typer.Option("imported", "--policy", help="Policy name recorded for the episodes."),
                layout: Optional[str] = typer.Option(None, "--layout", help="Pixel layout of the source frames: hwc | chw | hw "
-                                                    "(grayscale). Default: detected; refused when the shape is ambiguous.")):
+                                                    "(grayscale). Default: detected; refused when the shape is ambiguous."),
+               camera: Optional[str] = typer.Option(None, "--camera", help="lerobot: the camera whose frames are the "
+                                                    "observation (NAME of observation.images.NAME), or 'none' for "
+                                                    "observation.state. Default: the only camera."),
+               skip_stats_check: bool = typer.Option(False, "--skip-stats-check", help="lerobot: import even if "
+                                                     "meta/stats.json disagrees with the data.")):
     """Import episodes from another format into a new store."""
     from wm_framework.data.importers import import_store
 
-    store = import_store(fmt, src, checked_out_path(out, store=True), policy=policy, layout=layout)
+    store = import_store(fmt, src, checked_out_path(out, store=True), policy=policy, layout=layout, camera=camera,
+                         check_stats=not skip_stats_check)
     typer.echo(f"{store.path}: imported {store.num_episodes} episodes, {store.num_frames} frames")
     params = store.env.get("params", {})
     if params.get("final_actions_without_obs"):
         typer.echo(f"note: {params['final_actions_without_obs']} episodes end with an action whose outcome the source does "
                    f"not hold (no observation after it; rewards {params['final_reward_without_obs']:g} in total); "
                    "they are not store rows")
+
+
+@app.command("export")
+def export_cmd(fmt: str = typer.Argument(..., metavar="FORMAT", help="lerobot"),
+               store: str = typer.Argument(..., metavar="STORE", help="Store path."),
+               out: str = typer.Argument(..., metavar="OUT", help="New dataset directory (must not exist)."),
+               camera: str = typer.Option("main", "--camera", help="Camera name: frames become observation.images.NAME."),
+               fps: Optional[int] = typer.Option(None, "--fps", help="Steps per second. Default: the store's, else its "
+                                                 "env's render_fps, else 15."),
+               codec: str = typer.Option("h264", "--codec", help="h264 (yuv420p, lossy, plays anywhere) | lossless "
+                                         "(RGB H.264, bit-exact, FFmpeg-based readers)."),
+               progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")):
+    """Write a store in another format (a LeRobot v3.0 dataset)."""
+    if fmt != "lerobot":
+        raise WMUsageError(f"unknown export format '{fmt}'; formats: lerobot")
+    from wm_framework.data.lerobot_export import export_lerobot
+
+    done = export_lerobot(store, checked_out_path(out), camera=camera, fps=fps, codec=codec, progress=progress)
+    typer.echo(f"{done['path']}: {done['episodes']} episodes, {done['frames']} frames at {done['fps']} fps "
+               f"in {done['files']} data file(s)" + (f", video {done['codec']}" if done["codec"] else ""))
+
+
+@app.command("show")
+def show_cmd(path: str = typer.Argument(..., metavar="STORE", help="Store path."),
+             episode: int = typer.Option(0, "--episode", help="Episode to render."),
+             out: Optional[str] = typer.Option(None, "--out", help="FILE.mp4 | FILE.gif (FILE.png with --grid). "
+                                               "Default: <store>_episode<N>.mp4 / <store>_grid.png here."),
+             grid: bool = typer.Option(False, "--grid", help="A contact sheet of random frames, a row per policy (PNG)."),
+             per_policy: int = typer.Option(8, "--per-policy", help="--grid: frames per policy."),
+             seed: int = typer.Option(0, "--seed", help="--grid: seed of the frame draw."),
+             markers: Optional[str] = typer.Option(None, "--markers", help="Labels that are pixel positions, comma-"
+                                                   "separated (<thing>_x, <thing>_y). Default: declared by the store or its env."),
+             fps: Optional[int] = typer.Option(None, "--fps", help="Frames per second of the video."),
+             start: int = typer.Option(0, "--start", help="First row of the episode to render."),
+             stop: Optional[int] = typer.Option(None, "--stop", help="Row after the last one to render."),
+             progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")):
+    """Render an episode with its step, action, reward and labels (MP4/GIF), or a contact sheet (--grid)."""
+    from wm_framework.data.viewer import contact_sheet, show_episode
+
+    names = [n.strip() for n in markers.split(",") if n.strip()] if markers is not None else None
+    if out is not None:
+        out = checked_out_path(out)
+    if grid:
+        done = contact_sheet(path, out, per_policy=per_policy, seed=seed, markers=names)
+        typer.echo(f"{done['path']}: {done['per_policy']} random frames of each of {len(done['policies'])} "
+                   f"policies (seed {done['seed']})")
+    else:
+        done = show_episode(path, episode, out, markers=names, fps=fps, start=start, stop=stop, progress=progress)
+        what = "frames" if done["pixels"] else "steps of the state plot"
+        typer.echo(f"{done['path']}: episode {done['episode']}, {done['frames']} {what} at {done['fps']} fps")
+    typer.echo(f"markers: {', '.join(done['markers'])} (from {done['markers_from']})" if done["markers"]
+               else f"markers: none ({done['markers_from']})")
 
 
 @app.command("overlap")

@@ -52,7 +52,10 @@ def open_run(run_dir: Path, data: Path | None = None, test_data: Path | None = N
     """The RunContext of ``run_dir``, reading other stores when ``data`` / ``test_data`` are given."""
     from wm_framework.runs.context import load_run
 
+    from wm_framework.console import log_command_to_run
+
     ctx = load_run(run_dir)
+    log_command_to_run(ctx.path)  # what this command says goes into the run's run.log too
     if data is not None or test_data is not None:
         ctx.use_stores(train=data, test=test_data)
     return ctx

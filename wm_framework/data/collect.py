@@ -271,12 +271,14 @@ def record_policies(writer: StoreWriter, policies: list[dict], labels: list[str]
     topped up (or reused by ``wm run``) with other policy params would mix two data sets
     silently. A policy whose episodes predate the record stays unrecorded (unknown).
     """
+    from wm_framework.component_defaults import same_component
+
     old = dict(writer.group.attrs.get("policies", {}))
     existing = set(np.asarray(writer.arrays["episodes/policy"][:writer.num_episodes]).astype(str).tolist())
     new = dict(old)
     for label, table in zip(labels, policies):
         table = jsonish(dict(table))
-        if label in old and old[label] != table:
+        if label in old and not same_component("policies", old[label], table):  # defaults written out or not
             raise WMUsageError(f"store '{writer.path}' is incompatible: its '{label}' episodes were played by "
                                f"{old[label]} but this collection has {table}")
         if label not in old and label not in existing:

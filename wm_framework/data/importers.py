@@ -7,6 +7,8 @@ Formats (see docs/datasets.md for the exact input layouts):
 * ``hdf5``: one dataset per column (pixels|obs|state, action, reward, ...) plus
   ``ep_offset`` / ``ep_len``.
 * ``parquet``: one row per step with an episode id column; images as PNG bytes or arrays.
+* ``lerobot``: a LeRobot v3.0 dataset directory (Parquet tables, MP4 per camera, ``meta/``);
+  read by ``lerobot_import.py``, written by ``lerobot_export.py``.
 
 Every importer writes only into ``out`` (which must not exist yet) through StoreWriter,
 so the imported store has the same crash-safety and layout as a collected one. Pixel
@@ -34,7 +36,7 @@ from wm_framework.safety import check_hdf5_self_contained, confined_path
 OBS_NAMES = ("pixels", "image", "obs", "observation", "observation.image", "state", "observation.state")
 EPISODE_NAMES = ("episode", "episode_id", "episode_index")
 STEP_NAMES = ("step", "t", "timestep", "frame_index")
-FORMATS = ("npy-shards", "hdf5", "parquet")
+FORMATS = ("npy-shards", "hdf5", "parquet", "lerobot")
 #: Row bookkeeping of LeRobot-style tables (positions and times, not ground truth): never labels.
 BOOKKEEPING = ("frame_index", "episode_index", "index", "timestamp", "task_index")
 #: Sizes refused up front (stated in the error): beyond them a model or a frame cannot be
@@ -45,11 +47,13 @@ MAX_OBS_VALUES = 4096 * 4096 * 4
 MAX_IMAGE_PIXELS = 4096 * 4096
 
 
-def import_store(fmt: str, src, out, policy: str = "imported", layout: str | None = None) -> EpisodeStore:
+def import_store(fmt: str, src, out, policy: str = "imported", layout: str | None = None,
+                 camera: str | None = None, check_stats: bool = True) -> EpisodeStore:
     """Import ``src`` in format ``fmt`` into a new store at ``out``; returns it opened.
 
     ``layout`` ("hwc", "chw" or "hw") says how the source stores pixel frames when the
-    shape alone cannot (see ``layout.detect_layout``).
+    shape alone cannot (see ``layout.detect_layout``). ``camera`` and ``check_stats`` are
+    for LeRobot datasets (``lerobot_import.py``).
     """
     src, out = os.fspath(src), os.fspath(out)
     if fmt not in FORMATS:
@@ -60,7 +64,9 @@ def import_store(fmt: str, src, out, policy: str = "imported", layout: str | Non
         raise WMUsageError(f"'{out}' already exists; import writes a new store")
     if not str(policy).strip():
         raise WMUsageError("--policy: the policy name of imported episodes must not be empty")
-    reader = {"npy-shards": _npy_shards, "hdf5": _hdf5, "parquet": _parquet}[fmt]
+    if fmt != "lerobot" and camera is not None:
+        raise WMUsageError(f"--camera is for lerobot datasets, not {fmt}")
+    reader = {"npy-shards": _npy_shards, "hdf5": _hdf5, "parquet": _parquet, "lerobot": None}[fmt]
     # One writer, and all or nothing: the store is built in a hidden sibling and renamed
     # when complete, so a killed import leaves no store and its re-run starts afresh.
     with exclusive(store_lock_file(out), f"store {out}"):
@@ -68,7 +74,12 @@ def import_store(fmt: str, src, out, policy: str = "imported", layout: str | Non
             raise WMUsageError(f"'{out}' already exists; import writes a new store")
         remove_stale_creations(out)
         with atomic_directory(out) as tmp:
-            _write_import(reader, fmt, src, os.fspath(tmp), policy, layout)
+            if fmt == "lerobot":  # several files and options of its own: its own module
+                from wm_framework.data.lerobot_import import write_lerobot
+
+                write_lerobot(src, os.fspath(tmp), policy, camera=camera, check_stats=check_stats)
+            else:
+                _write_import(reader, fmt, src, os.fspath(tmp), policy, layout)
     return EpisodeStore.open(out)
 
 
@@ -79,7 +90,8 @@ def _write_import(reader, fmt: str, src: str, out: str, policy: str, layout: str
             check_import_meta(meta)
             params = {"source": os.path.abspath(src), **({"layout": meta["layout"]} if meta.get("layout") else {})}
             writer = StoreWriter(out, env={"name": f"imported:{fmt}", "params": params},
-                                 obs_spec=meta["obs"], action_spec=meta["action"], label_names=meta["labels"])
+                                 obs_spec=meta["obs"], action_spec=meta["action"], label_names=meta["labels"],
+                                 atomic=False)  # `out` is import_store's own hidden directory
         check_import_values(episode, meta, i)
         writer.append_episode(episode, policy, seed=-1)
     if writer is None:

@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from wm_framework.safety import symlinks_leaving
-from wm_framework.data.store import INDEX_ARRAYS, committed_episode_count, expected_columns
+from wm_framework.data.store import INDEX_ARRAYS, committed_episode_count, expected_columns, lookup_arrays
 
 #: Root attribute: episodes committed so far (a lower bound on the valid index entries).
 WATERMARK = "committed_episodes"
@@ -80,14 +80,9 @@ def _array_of(rel: str) -> str:
 def quick_problems(path: str, group, attrs: dict) -> list[str]:
     """Index, watermark, chunk-file and symlink problems of an opened group (no decoding)."""
     problems = symlink_problems(path)
-    arrays, missing = {}, []
-    for name in list(expected_columns(attrs)) + list(INDEX_ARRAYS):
-        try:
-            arrays[name] = group[name]
-        except KeyError:
-            missing.append(name)
-        except Exception as e:  # noqa: BLE001 - unreadable metadata (JSONDecodeError, ValueError, ...)
-            return problems + [f"array '{name}' has unreadable metadata ({type(e).__name__})"]
+    arrays, missing, unreadable = lookup_arrays(group, attrs)
+    if unreadable is not None:
+        return problems + [f"array '{unreadable[0]}' has unreadable metadata ({type(unreadable[1]).__name__})"]
     if "episodes/ends" in missing:
         return problems + ["missing array 'episodes/ends'"]
     try:

@@ -56,6 +56,21 @@ def expected_columns(attrs: dict) -> dict[str, tuple[tuple, np.dtype]]:
     return cols
 
 
+def lookup_arrays(group, attrs: dict) -> tuple[dict, list[str], tuple[str, Exception] | None]:
+    """The arrays ``attrs`` promise and the episode index, looked up in an opened group:
+    (found by name, names missing, (name, error) of the first whose metadata is unreadable).
+    Opening a store and the writer's integrity check both start here."""
+    arrays, missing = {}, []
+    for name in list(expected_columns(attrs)) + list(INDEX_ARRAYS):
+        try:
+            arrays[name] = group[name]
+        except KeyError:
+            missing.append(name)
+        except Exception as e:  # noqa: BLE001 - corrupt zarr.json (JSONDecodeError, ValueError, ...)
+            return arrays, missing, (name, e)
+    return arrays, missing, None
+
+
 def committed_episode_count(ends: np.ndarray) -> int:
     """Number of valid entries of ``episodes/ends``.
 
@@ -132,14 +147,12 @@ class EpisodeStore:
             raise WMUsageError(f"'{path}' is not a Zarr episode store ({type(e).__name__}: {e})".splitlines()[0]) from e
         attrs = dict(group.attrs)
         check_attrs(path, attrs)
-        arrays = {}
-        for name in list(expected_columns(attrs)) + list(INDEX_ARRAYS):
-            try:
-                arrays[name] = group[name]
-            except KeyError:
-                raise WMUsageError(f"store '{path}': missing array '{name}'") from None
-            except Exception as e:  # noqa: BLE001 - corrupt zarr.json (JSONDecodeError, ValueError, ...)
-                raise WMUsageError(f"store '{path}': array '{name}' has unreadable metadata ({type(e).__name__})") from e
+        arrays, missing, unreadable = lookup_arrays(group, attrs)
+        if unreadable is not None:
+            name, e = unreadable
+            raise WMUsageError(f"store '{path}': array '{name}' has unreadable metadata ({type(e).__name__})") from e
+        if missing:
+            raise WMUsageError(f"store '{path}': missing array '{missing[0]}'")
         try:
             ends = np.asarray(arrays["episodes/ends"][:])
         except Exception as e:

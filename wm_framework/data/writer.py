@@ -166,7 +166,10 @@ class StoreWriter:
     """Create a store (or reopen a compatible one) and append whole episodes to it."""
 
     def __init__(self, path, *, env: dict, obs_spec: dict, action_spec: dict, label_names: list[str],
-                 plugin_versions: dict | None = None):
+                 plugin_versions: dict | None = None, atomic: bool = True):
+        """``atomic``: a new local store is built in a hidden sibling and renamed when it is
+        complete; False writes straight into ``path``, an empty directory the caller is
+        itself building atomically (an import: the whole imported store appears at once)."""
         self.path = os.fspath(path)
         attrs = make_attrs(env, obs_spec, action_spec, label_names, plugin_versions)
         local = "://" not in self.path
@@ -178,7 +181,7 @@ class StoreWriter:
             old = dict(self.group.attrs)
             check_attrs(self.path, old)
             for key in ("env", "obs", "action", "label_names"):
-                if jsonish(old.get(key)) != jsonish(attrs[key]):
+                if jsonish(old.get(key)) != jsonish(attrs[key]) and not (key == "env" and _same_env(old.get(key), attrs[key])):
                     raise WMUsageError(
                         f"store '{self.path}' is incompatible: its {key} is {old.get(key)} but this writer has {attrs[key]}"
                     )
@@ -191,14 +194,19 @@ class StoreWriter:
         elif local:
             if os.path.exists(self.path) and (not os.path.isdir(self.path) or os.listdir(self.path)):
                 raise WMUsageError(f"'{self.path}' exists and is not an episode store; refusing to write into it")
-            # Built in a hidden sibling and renamed: a kill leaves no store or a whole empty one.
-            remove_stale_creations(self.path)  # the caller holds the store's lock
             self.attrs = attrs
-            with atomic_directory(self.path) as tmp:
-                self.group = open_group(tmp, "w")
+            if atomic:
+                # Built in a hidden sibling and renamed: a kill leaves no store or a whole empty one.
+                remove_stale_creations(self.path)  # the caller holds the store's lock
+                with atomic_directory(self.path) as tmp:
+                    self.group = open_group(tmp, "w")
+                    self.group.attrs.update(attrs)
+                    self._create_arrays()
+                self.group = open_group(self.path, "r+")
+            else:
+                self.group = open_group(self.path, "w")
                 self.group.attrs.update(attrs)
                 self._create_arrays()
-            self.group = open_group(self.path, "r+")
         else:
             self.group = open_group(self.path, "a")
             self.group.attrs.update(attrs)
@@ -339,6 +347,13 @@ def _array_paths(group, prefix: str = "") -> list[str]:
     for name, sub in group.groups():
         out += _array_paths(sub, prefix + name + "/")
     return out
+
+
+def _same_env(a, b) -> bool:
+    """The same env, written with or without its defaults (a resolved recipe writes them out)."""
+    from wm_framework.component_defaults import same_env_record
+
+    return same_env_record(a, b)
 
 
 def jsonish(x):

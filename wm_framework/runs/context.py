@@ -75,6 +75,7 @@ class RunContext:
         self.label = ""
         self.resume = False  # continue training from checkpoints/last.pt
         self.progress = True  # progress bars and stage lines (off on ranks other than 0)
+        self._tracker = None  # TensorBoard / W&B, opened on first use (see `tracker`)
 
     # -- paths ------------------------------------------------------------------------
     @property
@@ -170,6 +171,22 @@ class RunContext:
             raise WMUsageError(f"unknown split '{split}'; splits: train, val, holdout, test")
         return WindowSampler(self.stores()["train"], self.splits()[split], length, d.frameskip, mode=d.mode, labels=labels)
 
+    def episode(self, split: str = "test", index: int = 0) -> dict:
+        """Episode ``index`` of ``split`` as the model sees it, NumPy in the store's layout:
+        every ``frameskip``-th frame (``obs`` ``[T, ...]``), the raw actions from each
+        (``action`` ``[T, frameskip, ...]``), ``labels/<name>`` ``[T]``; what
+        ``WorldModel.encode_numpy`` / ``predict_numpy`` / ``rollout_numpy`` take."""
+        from wm_framework.data.sampler import WindowSampler
+
+        sampler = self.sampler(split, 1)
+        if not -len(sampler.episodes) <= index < len(sampler.episodes):
+            raise WMUsageError(f"episode {index}: split '{split}' has {len(sampler.episodes)} episodes")
+        ep = int(sampler.episodes[index])
+        fs = self.recipe.data.frameskip
+        length = (int(sampler.store.episode_lengths[ep]) - 1) // fs + 1  # every frame the model can see
+        whole = WindowSampler(sampler.store, [ep], length, fs, mode="ram")
+        return {k: v for k, v in whole[0].items() if k not in ("episode", "t0")}
+
     # -- models -----------------------------------------------------------------------
     def data_params(self) -> dict:
         """Shapes and statistics passed to factories that ask for them (saved with the run)."""
@@ -202,11 +219,17 @@ class RunContext:
         p = Path(checkpoint)
         if p.suffix in (".pt", ".safetensors") and p.is_file():
             return p
-        cand = self.checkpoints_dir / f"{checkpoint}.pt"
-        if not cand.is_file():
-            have = ", ".join(c.label for c in self.checkpoints()) or "(none)"
-            raise WMUsageError(f"{self.path}: no checkpoint '{checkpoint}'; have: {have}")
-        return cand
+        infos = self.checkpoints()
+        for info in infos:
+            if info.label == str(checkpoint):
+                return info.path
+        # Not in the index (a run that stopped before writing it): the file by its label,
+        # safetensors weights first, then a checkpoint written before them.
+        for cand in (self.checkpoints_dir / f"{checkpoint}.safetensors", self.checkpoints_dir / f"{checkpoint}.pt"):
+            if cand.is_file() and "/" not in str(checkpoint):
+                return cand
+        have = ", ".join(c.label for c in infos) or "(none)"
+        raise WMUsageError(f"{self.path}: no checkpoint '{checkpoint}'; have: {have}")
 
     def checkpoints(self) -> list[CheckpointInfo]:
         """Every checkpoint of the run with its step and epoch, sorted by step."""
@@ -228,9 +251,25 @@ class RunContext:
         return json.loads(f.read_text()) if f.is_file() else {}
 
     def update_results(self, key: str, value: Any) -> None:
+        """Record a stage's results in results.json, and send them to the run's trackers."""
         res = self.results()
         res[key] = value
         atomic_write_json(self.path / "results.json", res)
+        self.tracker.log_results(key, value)
+
+    @property
+    def tracker(self):
+        """The run's TensorBoard / W&B tracker (``runs/trackers.py``), opened on first use."""
+        if self._tracker is None:
+            from wm_framework.runs.trackers import open_tracker
+
+            self._tracker = open_tracker(self)
+        return self._tracker
+
+    def close_tracker(self, failed: bool = False) -> None:
+        if self._tracker is not None:  # finishes the W&B run; a later use opens it again
+            self._tracker.close(failed)
+            self._tracker = None
 
     def write_report_section(self, key: str, title: str, markdown: str) -> None:
         sections_file = self.path / ".report_sections.json"
@@ -243,6 +282,10 @@ class RunContext:
             head += self.recipe.description + "\n\n"
         body = "\n\n".join(f"## {sections[k]['title']}\n\n{sections[k]['markdown'].strip()}" for k in order)
         atomic_write_text(self.path / "report.md", head + body + "\n")
+        # A section ends a stage: its new plots and videos go to the trackers, if open (results
+        # were recorded here); a section alone (a sweep's summary of its runs) opens no W&B run.
+        if self._tracker is not None:
+            self._tracker.log_new_media()
 
 
 def _exists(path: str) -> bool:
@@ -255,7 +298,9 @@ def load_run(run_dir: str | Path, device: str | None = None) -> RunContext:
     rfile = path / "recipe.resolved.toml"
     if not rfile.is_file():
         raise WMUsageError(f"{path}: not a run directory (no recipe.resolved.toml)")
-    check_contained(path, "run directory")  # a planted symlink would redirect appends and checkpoint writes
+    # A planted symlink would redirect appends and checkpoint writes. wandb/ is W&B's own folder
+    # (its service links its log there from its cache); nothing here reads or writes in it.
+    check_contained(path, "run directory", skip=("wandb",))
     recipe = validate(load_toml(rfile))
     ctx = RunContext(path, recipe, device=device)
     from wm_framework.runs.store_paths import apply_store_paths

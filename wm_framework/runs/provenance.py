@@ -60,6 +60,11 @@ def environment() -> dict:
     }
 
 
+def command_line() -> str:
+    """This process's command line as a shell would take it (``wm run recipes/x.toml ...``)."""
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else ""
+
+
 def provenance(label: str = "") -> dict:
     """The run.json of a new run directory."""
     from wm_framework.plugins import get_plugin_manager
@@ -68,7 +73,7 @@ def provenance(label: str = "") -> dict:
     return {
         "label": label,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "",
+        "command": command_line(),
         "git_revision": rev + ("+dirty" if dirty else ""),
         "git_dirty": dirty,
         "plugins": get_plugin_manager().versions(),

@@ -1,6 +1,6 @@
 """Overrides given with ``wm run --resume RUN KEY=VALUE``: apply the safe ones, refuse the rest.
 
-A resumed run continues from ``checkpoints/last.pt``. Some settings can change
+A resumed run continues from its ``last`` checkpoint (weights and trainer state). Some settings can change
 without making the checkpoint mean something else: training longer (``train.steps``
 or ``train.epochs``, never shorter than before), how often it validates, logs and
 checkpoints, and the settings of the analysis stages that run after training
@@ -29,11 +29,11 @@ from wm_framework.recipe import apply_overrides, parse_overrides, validate
 
 #: Exact keys that may change on resume.
 SAFE_KEYS = ("train.steps", "train.epochs", "train.eval_every", "train.eval_batches", "train.log_every",
-             "train.checkpoint_every", "train.checkpoint_epochs")
+             "train.checkpoint_every", "train.checkpoint_epochs", "train.tensorboard")
 #: Tables whose every key may change on resume (stages that only read the finished model).
 SAFE_TABLES = ("probe", "eval")
 #: Sub-tables whose every key may change on resume: they change what is drawn or measured, never what is trained.
-SAFE_SUBTABLES = ("train.views", "train.probe_curve")
+SAFE_SUBTABLES = ("train.views", "train.probe_curve", "train.wandb")  # train.wandb: where metrics go, not what is trained
 #: Keys that may only grow: a resumed run never trains less than it was asked to.
 GROW_ONLY = ("train.steps", "train.epochs")
 
@@ -85,14 +85,13 @@ def resume_overrides(data: dict, items: list[str]) -> tuple[dict, list[dict]]:
 
 def record_resume(run_dir: Path, data: dict, changes: list[dict]) -> None:
     """Rewrite ``recipe.resolved.toml`` and append the changes to ``run.json["resumed_with"]`` (atomic writes)."""
-    import tomli_w
-
-    from wm_framework.atomic import atomic_write_json, atomic_write_text
-    from wm_framework.runs.run import _toml_safe  # the same conversion as the run's first write
+    from wm_framework.atomic import atomic_write_json
+    from wm_framework.resolved_recipe import is_complete, write_resolved
 
     if not changes:
         return
-    atomic_write_text(run_dir / "recipe.resolved.toml", tomli_w.dumps(_toml_safe(data)))
+    # An old run's short file stays short: the defaults in force when it started are not known.
+    write_resolved(run_dir, data, fill=is_complete(run_dir))
     meta_file = run_dir / "run.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     meta.setdefault("resumed_with", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "changes": changes})

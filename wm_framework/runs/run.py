@@ -16,32 +16,27 @@ import subprocess
 import sys
 from pathlib import Path
 
-import tomli_w
-
 from wm_framework.errors import WMRuntimeError, WMUsageError
 from wm_framework.recipe import expand_sweep, load_toml, parse_overrides, resolve, validate
 from wm_framework.runs.context import RunContext, load_run, new_run_dir
-from wm_framework.runs.provenance import provenance, run_status
+from wm_framework.console import get_logger, run_log
+from wm_framework.runs.provenance import command_line, provenance, run_status
 from wm_framework.locks import exclusive, run_lock_file
 from wm_framework.stops import how_to_continue
 from wm_framework.train import distributed
 from wm_framework.atomic import atomic_write_json, atomic_write_text
+
+log = get_logger(__name__)
 
 #: Stages every rank of a distributed job runs; the others run on rank 0 alone.
 ALL_RANK_STAGES = {"train"}
 
 
 def _write_run_meta(path: Path, data: dict, label: str = "") -> None:
-    atomic_write_text(path / "recipe.resolved.toml", tomli_w.dumps(_toml_safe(data)))
+    from wm_framework.resolved_recipe import write_resolved
+
+    write_resolved(path, data)  # every value the run uses, defaults included (resolved_recipe.py)
     atomic_write_json(path / "run.json", provenance(label))
-
-
-def _toml_safe(obj):
-    if isinstance(obj, dict):
-        return {k: _toml_safe(v) for k, v in obj.items() if v is not None}
-    if isinstance(obj, (list, tuple)):
-        return [_toml_safe(v) for v in obj]
-    return obj
 
 
 def run_stages(ctx: RunContext, stages: list[str]) -> None:
@@ -71,9 +66,8 @@ def _run_stage(ctx: RunContext, reg, stage: str) -> None:
     params = cfg.model_dump() if hasattr(cfg, "model_dump") else (cfg or {})
     fn = reg.create("stages", stage, **params)
     if ctx.progress:
-        from rich.console import Console
-
-        Console(stderr=True).print(f"[bold cyan]stage[/] {stage}" + (f" [{ctx.label}]" if ctx.label else ""))
+        log.info("stage %s%s", stage, f" [{ctx.label}]" if ctx.label else "")
+    log.debug("stage %s config: %s", stage, params)
     fn(ctx)
 
 
@@ -90,7 +84,8 @@ def run_recipe(recipe_path: str | None, overrides: list[str] | None = None, smok
             with exclusive(lock, f"run {resume}"), how_to_continue(f"resume with: wm run --resume {resume}"):
                 ctx, data = _resumed_context(resume, recipe_path, list(overrides or []), smoke, preset, info.is_main)
                 ctx.resume, ctx.progress = True, progress and info.is_main
-                with run_status(ctx.path if info.is_main else None):
+                with run_status(ctx.path if info.is_main else None), run_log(ctx.path if info.is_main else None):
+                    log.info("resumed by: %s", command_line(), extra={"console": False})
                     _run_all(ctx, data, resumed=True)
             return ctx.path
         if recipe_path is None:
@@ -112,7 +107,9 @@ def run_recipe(recipe_path: str | None, overrides: list[str] | None = None, smok
         ctx = RunContext(path, recipe)
         ctx.resume, ctx.progress = False, progress and info.is_main
         with exclusive(run_lock_file(path) if info.is_main else None, f"run {path}"), \
-                how_to_continue(f"resume with: wm run --resume {path}"), run_status(path if info.is_main else None):
+                how_to_continue(f"resume with: wm run --resume {path}"), run_status(path if info.is_main else None), \
+                run_log(path if info.is_main else None):
+            log.info("run directory %s (command: %s)", path, command_line(), extra={"console": False})
             _run_all(ctx, data, resumed=False)
         return path
     finally:
@@ -203,6 +200,15 @@ def launch_torchrun(run_args: list[str], **kw) -> int:
 
 
 def _run_all(ctx: RunContext, data: dict, resumed: bool) -> None:
+    try:
+        _run_stages_and_sweep(ctx, data, resumed)
+    except BaseException:
+        ctx.close_tracker(failed=True)  # the W&B run is marked failed, TensorBoard flushed
+        raise
+    ctx.close_tracker()
+
+
+def _run_stages_and_sweep(ctx: RunContext, data: dict, resumed: bool) -> None:
     from wm_framework.runs.launchers import LocalLauncher, SweepJob, job_command, resolve_launcher
 
     info = distributed.current()
@@ -260,7 +266,13 @@ def _run_sweep_job(path: Path, label: str, resumed: bool, progress: bool) -> Non
     """One sweep run in this process (the local launcher without GPUs, and distributed jobs)."""
     sub_ctx = load_run(path)
     sub_ctx.resume, sub_ctx.progress, sub_ctx.label = resumed, progress, label
-    run_stages(sub_ctx, sub_ctx.recipe.stages)
+    with run_log(path if distributed.current().is_main else None):
+        try:
+            run_stages(sub_ctx, sub_ctx.recipe.stages)
+        except BaseException:
+            sub_ctx.close_tracker(failed=True)
+            raise
+        sub_ctx.close_tracker()  # before the next run of the sweep opens its own
     if distributed.current().is_main:
         atomic_write_text(path / "DONE", "")
 
@@ -271,9 +283,16 @@ def _summary(ctx: RunContext) -> None:
         return
     rows = [("steps", res.get("global_step")), ("best val loss", res.get("best_val_loss")),
             ("best step", res.get("best_step")), ("final grad norm", res.get("final_grad_norm"))]
+    sizes = res.get("checkpoint_bytes") or {}
+    if sizes:
+        rows.append(("checkpoint size", " + ".join(f"{_megabytes(v)} {k.replace('_', ' ')}" for k, v in sizes.items())))
     md = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {_fmt(v)} |" for k, v in rows)
     md += "\n\nMetrics per step: `metrics.jsonl`; checkpoints: `checkpoints/`."
     ctx.write_report_section("train", "Training", md)
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
 def _sweep_summary(ctx: RunContext) -> None:

@@ -77,12 +77,13 @@ def _store_complete(path: str, cfg, what: str = "data.train", rebuild: bool = Fa
 def _store_mismatch(store, cfg) -> str | None:
     """How ``store`` differs from what collect table ``cfg`` builds (None: it matches).
 
-    Compared: env name and params (as written, as collect records them), observation and
+    Compared: env name and params (each side with the env's defaults filled in), observation and
     action specs and label names (when the env can be built here), the policies (names,
     and their tables where the store records them) and each policy's episode seeds (a
     store collected from another base seed holds other episodes). Fewer episodes than
     asked is no mismatch: collection tops the store up.
     """
+    from wm_framework.component_defaults import canonical_params, same_component
     from wm_framework.data.collect import build_env, describe_spaces, episode_seeds, policy_label
     from wm_framework.data.writer import jsonish
 
@@ -90,7 +91,9 @@ def _store_mismatch(store, cfg) -> str | None:
     have_env = {"name": store.env.get("name"), "params": dict(store.env.get("params", {}))}
     if have_env["name"] != want_env["name"]:
         return f"its env is '{have_env['name']}', the recipe's is '{want_env['name']}'"
-    diff = _param_diff(jsonish(have_env["params"]), jsonish(want_env["params"]))
+    # Defaults filled in on both sides: a resolved recipe writes them out, a store records the table as written.
+    diff = _param_diff(canonical_params("envs", want_env["name"], have_env["params"]),
+                       canonical_params("envs", want_env["name"], want_env["params"]))
     if diff:
         return f"env {diff}"
     spec = _env_spec(cfg.env, build_env, describe_spaces)
@@ -106,7 +109,7 @@ def _store_mismatch(store, cfg) -> str | None:
         return f"it holds episodes of {', '.join(repr(p) for p in extra)}, which the recipe's policies do not include"
     recorded = dict(store.attrs.get("policies", {}))
     for label, table in wanted.items():
-        if label in recorded and jsonish(recorded[label]) != jsonish(table):
+        if label in recorded and not same_component("policies", recorded[label], table):
             return f"its '{label}' episodes were played by {recorded[label]}, the recipe asks for {table}"
         seeds = set(store.episode_seed[store.episode_policy == label].tolist())
         # An interrupted parallel collection commits any of the seeds it was given, not a

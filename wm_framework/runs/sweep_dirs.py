@@ -18,12 +18,14 @@ the others carry on; the caller then exits non-zero with one line.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
+from wm_framework.console import get_logger
 from wm_framework.errors import WMError, WMRuntimeError, WMUsageError
+
+log = get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -127,7 +129,7 @@ def compare_runs(command: str, title: str, runs: list[SweepRun], parent: str | P
     comp = SweepComparison(command, Path(parent))
     comp.rows = [{"run": r.label, "status": "not run", "values": {}} for r in runs]
     for i, (r, entry) in enumerate(zip(runs, comp.rows), 1):
-        print(f"wm {command}: sweep run {r.label} ({i}/{len(runs)})", file=sys.stderr)
+        log.info("wm %s: sweep run %s (%d/%d)", command, r.label, i, len(runs))
         try:
             entry["values"] = row(run_one(r.path))
             entry["status"] = "ok"
@@ -135,7 +137,7 @@ def compare_runs(command: str, title: str, runs: list[SweepRun], parent: str | P
             entry["status"] = "failed"
             entry["error"] = _one_line(e)
             entry["usage_error"] = isinstance(e, WMUsageError)
-            print(f"wm {command}: run {r.label} failed: {entry['error']}", file=sys.stderr)
+            log.warning("wm %s: run %s failed: %s", command, r.label, entry["error"])
         _write(parent_ctx, comp, title)
     return comp
 

@@ -26,10 +26,14 @@ import torch
 from wm_framework.errors import WMRuntimeError
 from wm_framework.runs.context import RunContext, build_losses
 from wm_framework.train import distributed
-from wm_framework.train.checkpoint import atomic_write_json, load_checkpoint, load_state_dict_strict, save_checkpoint
-from wm_framework.train.logger import MetricsLogger, Progress
+from wm_framework.train.checkpoint import (atomic_write_json, load_resume_state, load_state_dict_strict, recover_pending,
+                                           save_training_checkpoint, weights_file)
+from wm_framework.console import Progress, get_logger
+from wm_framework.train.logger import MetricsLogger
 from wm_framework.train.optim import build_optimizer, build_scheduler
 from wm_framework.train.precision import resolve_precision
+
+log = get_logger(__name__)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -172,12 +176,16 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
     ckpt_dir = ctx.checkpoints_dir
     if main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-    if resume and (ckpt_dir / "last.pt").is_file():
-        state = load_checkpoint(ckpt_dir / "last.pt")
-        load_state_dict_strict(model, state["model"], str(ckpt_dir / "last.pt"))
+    if main:
+        recover_pending(ckpt_dir)  # a kill mid-commit of the last pair: finished or discarded
+    resumed = load_resume_state(ckpt_dir) if resume else None
+    if resumed is not None:
+        weights, state, source = resumed
+        load_state_dict_strict(model, weights, source)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, best_val, best_step = int(state["step"]), float(state["best_val"]), int(state["best_step"])
+        log.info("resuming from step %d of %d (%s)", step, total, source)
         if main:
             _forget_after(ctx.path / "metrics.jsonl", step)
     if main:
@@ -189,7 +197,7 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
     precision = resolve_precision(cfg.precision, device)
     autocast = precision.autocast(device)
 
-    logger = MetricsLogger(ctx.path, cfg.tensorboard, cfg.wandb, recipe.name, recipe.raw) if main else _NullLogger()
+    logger = MetricsLogger(ctx.path, ctx.tracker) if main else _NullLogger()  # TensorBoard / W&B: ctx.tracker
     bar = Progress(total, step, f"train {recipe.name}" + (f" [{ctx.label}]" if ctx.label else ""), progress)
     epoch_marks = sorted(float(e) for e in cfg.checkpoint_epochs)
     index = _load_index(ckpt_dir)
@@ -214,10 +222,13 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
     def checkpoint(label: str) -> None:
         if not main:
             return
-        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                 "step": step, "epoch": step / steps_per_epoch, "best_val": best_val, "best_step": best_step}
-        save_checkpoint(ckpt_dir / f"{label}.pt", state)
-        index[label] = {"file": f"{label}.pt", "step": step, "epoch": step / steps_per_epoch, "label": label}
+        # Only `last` carries the optimizer and counters (resume reads nothing else); every
+        # label's weights are a safetensors file a few times smaller than weights + AdamW moments.
+        trainer_state = None if label != "last" else {
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+            "epoch": step / steps_per_epoch, "best_val": best_val, "best_step": best_step}
+        sizes = save_training_checkpoint(ckpt_dir, label, model.state_dict(), trainer_state)
+        index[label] = {"file": weights_file(label), "step": step, "epoch": step / steps_per_epoch, "label": label, **sizes}
         atomic_write_json(ckpt_dir / "index.json", sorted(index.values(), key=lambda e: (e["step"], e["label"])))
 
     def validate() -> dict:
@@ -296,6 +307,7 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
                 val = validate()
                 if val:
                     logger.log({"step": step, "epoch": step / steps_per_epoch, **val})
+                    log.info("step %d/%d validation: %s", step, total, _metrics_line(val))
                     if val["val/loss"] < best_val:
                         best_val, best_step = val["val/loss"], step
                         checkpoint("best")
@@ -316,6 +328,10 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
     summary = {"best_val_loss": best_val if math.isfinite(best_val) else None, "best_step": best_step,
                "global_step": step, "final_grad_norm": last_grad_norm, "steps_per_epoch": steps_per_epoch,
                "total_steps": total, "precision": precision.name, "precision_reason": precision.reason}
+    if "last" in index:  # what one checkpoint costs on disk (weights for every label, trainer state once)
+        summary["checkpoint_bytes"] = {k.removesuffix("_bytes"): v for k, v in index["last"].items() if k.endswith("_bytes")}
+        log.info("checkpoints in %s: weights %.2f MB per label (safetensors), trainer state %.2f MB (last only)", ckpt_dir,
+                 summary["checkpoint_bytes"].get("weights", 0) / 1e6, summary["checkpoint_bytes"].get("trainer_state", 0) / 1e6)
     if dist_info.enabled:
         summary["world_size"] = dist_info.world_size
     if main:
@@ -323,6 +339,12 @@ def train(ctx: RunContext, resume: bool = False, progress: bool = True) -> dict:
         if curve is not None:
             curve.finish()
     return summary
+
+
+def _metrics_line(val: dict) -> str:
+    """``val/loss 0.0123 | val/pred 0.0101 ...``: the total loss first, then each term."""
+    keys = sorted(val, key=lambda k: (k != "val/loss", k))
+    return " | ".join(f"{k.removeprefix('val/')} {val[k]:.4g}" for k in keys)
 
 
 def _obs_metrics(out: dict, model) -> dict:

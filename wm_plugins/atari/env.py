@@ -73,6 +73,9 @@ class AtariEnv(gymnasium.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
+    #: Breakout's labels that are positions in the returned frame's pixels (the labeler maps
+    #: them through any resize); `wm data show` draws them. Other games have no labels.
+    pixel_label_names = ["ball_x", "ball_y", "paddle_x"]
 
     def __init__(
         self,

@@ -36,6 +36,8 @@ class BouncingBallEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
     label_names = ["ball_x", "ball_y", "ball_vx", "ball_vy", "paddle_x"]
+    #: Labels that are positions in the observation's pixels (`wm data show` draws them).
+    pixel_label_names = ["ball_x", "ball_y", "paddle_x"]
     actions = ("noop", "left", "right")
 
     def __init__(self, size: int = 32, max_steps: int = 100, speed: float = 1.5,

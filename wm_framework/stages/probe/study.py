@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from wm_framework.console import get_logger
 from wm_framework.errors import WMUsageError
 from wm_framework.stages.probe.probes import ProbeConfig, ProbeTask, make_linear_probe, make_mlp_probe, make_ridge_probe
 from wm_framework.stages.probe.features import FeatureSet, extract_features, persistence_rows, resolve_frame, task_rows
@@ -37,11 +38,12 @@ EVAL_SPLITS = ("val", "test")
 
 def fit_task_probes(feats: dict[str, FeatureSet], tasks: Sequence[ProbeTask], probe_factories: dict[str, Callable],
                     matrix: Callable[[FeatureSet, str], np.ndarray] | None = None, n_boot: int = 200,
-                    seed: int = 0) -> dict:
+                    seed: int = 0, on_fit: Callable[[str, str], None] | None = None) -> dict:
     """Fit each probe on each task (train split, early stopping on val); R^2 on val and test.
 
     ``matrix(fs, kind)`` picks the feature matrix (default ``fs.matrix``; the raw-pixel
-    baseline passes ``fs.raw_matrix``). Returns ``{task: {probe: {"fit", "val", "test"}}}``.
+    baseline passes ``fs.raw_matrix``). ``on_fit(task, probe)`` is called after each fit
+    (progress). Returns ``{task: {probe: {"fit", "val", "test"}}}``.
     """
     pick = matrix or (lambda fs, kind: fs.matrix(kind))
     out: dict[str, Any] = {}
@@ -50,6 +52,9 @@ def fit_task_probes(feats: dict[str, FeatureSet], tasks: Sequence[ProbeTask], pr
         x_tr, y_tr, _ = rows["train"]
         if len(y_tr) < 2:
             out[task.name] = {"skipped": "fewer than 2 training rows with finite targets"}
+            for name in probe_factories:
+                if on_fit is not None:
+                    on_fit(task.name, name)
             continue
         x_va, y_va, _ = rows.get("val", (None, None, None))
         per_probe = {}
@@ -61,6 +66,8 @@ def fit_task_probes(feats: dict[str, FeatureSet], tasks: Sequence[ProbeTask], pr
                     x, y, groups = rows[split]
                     entry[split] = score(y, probe.predict(x), task.targets, groups, n_boot, seed) if len(y) else None
             per_probe[name] = entry
+            if on_fit is not None:
+                on_fit(task.name, name)
         out[task.name] = per_probe
     return out
 
@@ -93,7 +100,8 @@ def probe_study(checkpoints: Sequence[dict], samplers: dict, tasks: Sequence[Pro
                 baselines: Sequence[str] = (), random_model: Callable | None = None, batch_size: int = 64,
                 max_rows: dict[str, int] | None = None, raw_size: tuple[int, int] = (32, 40), device=None,
                 protocol_gap: int = 1, model_gap: int | None = None, n_boot: int = 200, seed: int = 0,
-                reference: dict | None = None, log: Callable[[str], None] = lambda msg: None) -> dict:
+                reference: dict | None = None, log: Callable[[str], None] = lambda msg: None,
+                progress: bool = False) -> dict:
     """Run the whole study on plain objects.
 
     Args:
@@ -110,7 +118,11 @@ def probe_study(checkpoints: Sequence[dict], samplers: dict, tasks: Sequence[Pro
             column when it differs from the protocol gap; None: no second column.
         n_boot, seed: bootstrap resamples and seed of every R^2 interval.
         reference: published figures (``ProbeReference`` as JSON) for the report, or None.
+        log: one line per step of the study (feature passes, baselines).
+        progress: show a bar over every (checkpoint or baseline) x task x probe fit.
     """
+    from wm_framework.console import Progress
+
     frame = resolve_frame(window, frame)
     kinds = {t.features for t in tasks}
     caps = max_rows or {}
@@ -130,8 +142,20 @@ def probe_study(checkpoints: Sequence[dict], samplers: dict, tasks: Sequence[Pro
                                         max_offset=max_offset)
                 for split, s in samplers.items()}
 
-    def fit(feats, tasks_, factories=None, matrix=None):
-        return fit_task_probes(feats, tasks_, factories or probe_factories, matrix, n_boot, seed)
+    # The bar counts probe fits: tasks x probes per checkpoint and per model baseline, tasks
+    # for the raw-pixel ridge; the feature passes between them are announced by `log`.
+    fits = len(tasks) * len(probe_factories) * (len(checkpoints) + ("random_init" in baselines and random_model is not None))
+    fits += len(tasks) * ("raw_pixels" in baselines)
+    if "patch_mean" in baselines and checkpoints:  # at most; skipped when the encoder has no mean pooling
+        fits += len([t for t in tasks if t.features != "predictor"]) * len(probe_factories)
+    bar = Progress(fits, 0, "probe", enabled=progress and fits > 0, unit="fit")
+    done = [0]
+
+    def fit(feats, tasks_, factories=None, matrix=None, what=""):
+        def on_fit(task: str, probe: str) -> None:
+            done[0] += 1
+            bar.update(min(done[0], fits), f"{what}: {task} / {probe}")
+        return fit_task_probes(feats, tasks_, factories or probe_factories, matrix, n_boot, seed, on_fit)
 
     def label_baselines(feats) -> None:
         """Baselines that need no model: static persistence and the raw-pixel ridge probe."""
@@ -142,19 +166,34 @@ def probe_study(checkpoints: Sequence[dict], samplers: dict, tasks: Sequence[Pro
                                                                       n_boot, seed)
         if "raw_pixels" in baselines:
             result["baselines"]["raw_pixels"] = fit(feats, tasks, {"ridge": make_ridge_probe},
-                                                    lambda fs, kind: fs.raw_matrix(kind))
+                                                    lambda fs, kind: fs.raw_matrix(kind), what="raw pixels")
 
+    try:
+        _run_study(result, checkpoints, tasks, baselines, random_model, features, fit, label_baselines, kinds, log,
+                   list(samplers))
+    finally:
+        bar.close()
+    return result
+
+
+def _run_study(result, checkpoints, tasks, baselines, random_model, features, fit, label_baselines, kinds, log,
+               splits) -> None:
+    """The checkpoints in order, then the baselines (see :func:`probe_study`)."""
     first = True
     for i, ck in enumerate(checkpoints):
-        log(f"probe: checkpoint {ck['label']} ({i + 1}/{len(checkpoints)})")
+        also = f" (also {', '.join(ck['same_as'])})" if ck.get("same_as") else ""
+        log(f"probe: checkpoint {ck['label']}{also} ({i + 1}/{len(checkpoints)}): features of {', '.join(splits)}")
         model = ck["load"]()
         feats = features(model, kinds, raw=first and "raw_pixels" in baselines)
-        result["checkpoints"].append({"label": ck["label"], "step": ck.get("step"), "epoch": ck.get("epoch"),
-                                      "tasks": fit(feats, tasks)})
+        entry = {"label": ck["label"], "step": ck.get("step"), "epoch": ck.get("epoch")}
+        if ck.get("same_as"):
+            entry["same_as"] = list(ck["same_as"])
+        result["checkpoints"].append({**entry, "tasks": fit(feats, tasks, what=ck["label"])})
         if first:
             label_baselines(feats)
             first = False
         if i == len(checkpoints) - 1 and "patch_mean" in baselines:
+            log("probe: patch-mean baseline")
             _patch_mean(result, model, features, tasks, fit, ck["label"])
         del model, feats
     if not checkpoints and ("static" in baselines or "raw_pixels" in baselines):
@@ -166,8 +205,7 @@ def probe_study(checkpoints: Sequence[dict], samplers: dict, tasks: Sequence[Pro
             result["notes"].append("random_init: skipped (no way to build a fresh model)")
         else:
             log("probe: random-init baseline")
-            result["baselines"]["random_init"] = fit(features(random_model(), kinds), tasks)
-    return result
+            result["baselines"]["random_init"] = fit(features(random_model(), kinds), tasks, what="random init")
 
 
 def _patch_mean(result: dict, model, features, tasks, fit, label: str) -> None:
@@ -180,7 +218,7 @@ def _patch_mean(result: dict, model, features, tasks, fit, label: str) -> None:
         result["notes"].append("patch_mean: skipped (no encoder tasks)")
         return
     feats = features(model, {t.features for t in enc_tasks}, pooling="mean")
-    result["baselines"]["patch_mean"] = {"checkpoint": label, "tasks": fit(feats, enc_tasks)}
+    result["baselines"]["patch_mean"] = {"checkpoint": label, "tasks": fit(feats, enc_tasks, what="patch mean")}
     result["notes"].append(f"patch_mean: encoder tasks only, checkpoint {label}")
 
 
@@ -216,6 +254,25 @@ def select_checkpoints(infos: list, wanted) -> list:
     if missing:
         raise WMUsageError(f"probe.checkpoints: unknown {missing}; have: {', '.join(by_label)}")
     return [by_label[w] for w in wanted]
+
+
+#: Which label names a step that several checkpoints share (the others are listed as ``same_as``).
+LABEL_PREFERENCE = ("last", "best")
+
+
+def one_per_step(infos: list) -> list[tuple[Any, list[str]]]:
+    """Checkpoints of the same step hold the same weights (``best`` is often ``last``): each
+    step is probed once, under its preferred label, the others named beside it."""
+    by_step: dict[int, list] = {}
+    for c in infos:
+        by_step.setdefault(c.step, []).append(c)
+    out = []
+    for step in sorted(by_step):
+        group = by_step[step]
+        rank = {label: i for i, label in enumerate(LABEL_PREFERENCE)}
+        keep = min(group, key=lambda c: (rank.get(c.label, len(rank)), c.label))
+        out.append((keep, [c.label for c in group if c is not keep]))
+    return out
 
 
 def _test_sampler(ctx, cfg: ProbeConfig, window: int, test_store) -> tuple[Any, str]:
@@ -255,15 +312,16 @@ def run_probe_stage(ctx, cfg: ProbeConfig, checkpoints=None, test_store=None) ->
     test, test_note = _test_sampler(ctx, cfg, window, test_store)
     samplers = {"train": ctx.sampler("train", window), "val": ctx.sampler("val", window), "test": test}
     infos = select_checkpoints(ctx.checkpoints(), checkpoints if checkpoints else cfg.checkpoints)
-    cks = [{"label": c.label, "step": c.step, "epoch": c.epoch,
-            "load": (lambda c=c: ctx.load_model(c.path, device=ctx.device))} for c in infos]
+    cks = [{"label": c.label, "step": c.step, "epoch": c.epoch, "same_as": same,
+            "load": (lambda c=c: ctx.load_model(c.path, device=ctx.device))} for c, same in one_per_step(infos)]
     result = probe_study(
         cks, samplers, tasks, probe_factories_for(cfg), window=window, frame=cfg.frame, baselines=cfg.baselines,
         random_model=lambda: ctx.build_model().to(ctx.device), batch_size=cfg.batch_size,
         max_rows={"train": cfg.max_train_rows, "val": cfg.max_eval_rows, "test": cfg.max_eval_rows},
         raw_size=tuple(cfg.raw_pixels_size), device=ctx.device, protocol_gap=cfg.protocol_gap,
         model_gap=frameskip if cfg.model_gap else None, n_boot=cfg.bootstrap, seed=cfg.seed,
-        reference=None if (ref := cfg.resolved_reference()) is None else ref.model_dump(mode="json"), log=print)
+        reference=None if (ref := cfg.resolved_reference()) is None else ref.model_dump(mode="json"),
+        log=get_logger(__name__).info, progress=ctx.progress)
     result["test_set"] = test_note
     if cfg.overlap:
         overlap = train_test_overlap(samplers["train"], test, window, frameskip)

@@ -50,7 +50,9 @@ def summarize(result: dict) -> dict:
     for ck in result["checkpoints"]:
         for task, probes in ck["tasks"].items():
             for probe, entry in probes.items() if "skipped" not in probes else []:
-                out["tasks"].setdefault(task, {}).setdefault(probe, {})[ck["label"]] = _brief(_entry(entry))
+                brief = _brief(_entry(entry))
+                for label in [ck["label"], *ck.get("same_as", [])]:  # a step probed once, found by each of its labels
+                    out["tasks"].setdefault(task, {}).setdefault(probe, {})[label] = brief
     b = result["baselines"]
     for key in ("static", "static_model_gap"):
         for task, splits in b.get(key, {}).items():
@@ -114,7 +116,7 @@ def report_markdown(result: dict, plot_name: str | None = None) -> str:
     """Tables tasks x checkpoints per probe type (R^2 on the evaluation split), baselines, published numbers."""
     offsets = {t["name"]: t["offset"] for t in result["tasks"]}
     tasks = list(offsets)
-    ck_labels = [c["label"] for c in result["checkpoints"]]
+    ck_labels = [c["label"] + (f" (= {', '.join(c['same_as'])})" if c.get("same_as") else "") for c in result["checkpoints"]]
     b = result["baselines"]
     ref = _reference(result)
     has_ref = result.get("reference") is not None
