@@ -42,7 +42,7 @@ SAMPLES, ITERATIONS, ELITES, HORIZON = 300, 30, 30, 5
 
 def build(name: str):
     """(model, context obs [1,C,...], past action blocks [1,C-1,A]) for a benchmark model."""
-    from wm_framework.runs.context import CONTEXT_KEYS_ENCODER, CONTEXT_KEYS_PREDICTOR, create_with_context
+    from wm_framework.runs.model_building import CONTEXT_KEYS_ENCODER, CONTEXT_KEYS_PREDICTOR, create_with_context
 
     if name == "mlp":
         ctx = dict(obs_shape=[14], action_kind="continuous", n_actions=7, frameskip=1, action_dim=7, history=1)

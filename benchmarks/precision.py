@@ -49,7 +49,7 @@ def build_lewm(size: dict, seed: int = 0):
 
     from wm_framework import create
     from wm_framework.model import ActionSpec, WorldModel
-    from wm_framework.runs.context import CONTEXT_KEYS_ENCODER, CONTEXT_KEYS_PREDICTOR, create_with_context
+    from wm_framework.runs.model_building import CONTEXT_KEYS_ENCODER, CONTEXT_KEYS_PREDICTOR, create_with_context
 
     ctx = dict(obs_shape=[3, size["image"], size["image"]], action_kind="discrete", n_actions=4, frameskip=5,
                action_dim=20, history=WINDOW - 1)

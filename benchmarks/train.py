@@ -149,7 +149,8 @@ def bench_model(name: str, spec: dict, steps: int, device: str, tmp: str, peak: 
     import torch
 
     from wm_framework.recipe import validate
-    from wm_framework.runs.context import RunContext, build_losses, new_run_dir
+    from wm_framework.runs.context import RunContext, new_run_dir
+    from wm_framework.runs.model_building import build_losses
     from wm_framework.train.loop import compute_loss, to_device, train
     from wm_framework.train.optim import build_optimizer
 

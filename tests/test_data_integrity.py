@@ -159,7 +159,7 @@ def test_ambiguous_layout_is_refused_unless_given(tmp_path):
 
 def test_grayscale_npy_shards_import_with_a_channel_and_build_data_params(tmp_path):
     from wm_framework.recipe import load_recipe
-    from wm_framework.runs.context import compute_data_params
+    from wm_framework.runs.model_building import compute_data_params
 
     src = tmp_path / "shards"
     src.mkdir()

@@ -132,6 +132,23 @@ def test_validate_finds_corrupt_chunk_and_bad_structure(tmp_path):
     assert any("row 6 holds an invalid action" in p for p in problems)
 
 
+def test_reading_a_chunk_that_does_not_fit_its_metadata_names_the_array(tmp_path):
+    """Before: an edited chunk shape in zarr.json made `wm run` fail with numpy's "cannot
+    reshape array" (exit 1); reading now names the store, the array and the rows."""
+    import json
+
+    path = tmp_path / "s.zarr"
+    make_row_store(path, [4, 5])
+    meta_file = path / "obs" / "pixels" / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    meta["chunk_grid"]["configuration"]["chunk_shape"][0] = 3
+    meta_file.write_text(json.dumps(meta))
+    store = EpisodeStore.open(path)
+    with pytest.raises(WMUsageError, match=r"array 'obs/pixels' rows 0-9 cannot be decoded \(ValueError: ") as err:
+        store.read("obs", 0, 9)
+    assert "\n" not in str(err.value) and "wm data validate" in str(err.value)
+
+
 def test_store_pickles_without_zarr_handles(tmp_path):
     import pickle
 

@@ -52,7 +52,7 @@ def test_discrete_cem_solves_a_known_counting_problem():
 
 
 def _registry_model(encoder: dict, predictor: dict, obs_shape, action_kind, n, fs, history):
-    from wm_framework.runs.context import create_with_context
+    from wm_framework.runs.model_building import create_with_context
     from wm_framework.plugins import get_registry
 
     ctx = {"obs_shape": list(obs_shape), "action_kind": action_kind, "n_actions": n, "frameskip": fs,

@@ -308,6 +308,7 @@ class FakeContext:
         self.recipe = SimpleNamespace(data=SimpleNamespace(window=4, test=None, frameskip=1, mode="ram"), seed=0)
         self.device = torch.device("cpu")
         self.results_written, self.sections = {}, {}
+        self.progress = False  # RunContext's: no progress bar in tests
         self._model = tiny_model()
 
     @property

@@ -83,6 +83,25 @@ def test_sigterm_stops_collection_workers_cleanly(tmp_path):
     assert not children  # no worker outlived its parent
 
 
+class FullDisk:
+    """A file whose every write fails as on a full disk (the rest passes through)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
 def test_full_disk_while_checkpointing_is_named_with_how_to_resume(tmp_path, monkeypatch, capsys):
     """A short write of the trainer state (the 3rd checkpoint) is one line naming the file the
     user knows (last.trainer.pt, not its pending name) and how to resume; nothing half-written stays."""
@@ -90,22 +109,6 @@ def test_full_disk_while_checkpointing_is_named_with_how_to_resume(tmp_path, mon
 
     recipe = tiny_recipe(tmp_path, steps=6)
     real_fdopen, calls = os.fdopen, {"n": 0}
-
-    class FullDisk:
-        def __init__(self, f):
-            self.f = f
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def __getattr__(self, name):
-            return getattr(self.f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
 
     def fdopen(fd, *a, **kw):
         f = real_fdopen(fd, *a, **kw)
@@ -135,16 +138,6 @@ def test_full_disk_inside_torch_save_names_the_file():
     import torch
     from wm_framework.atomic import atomic_write
     from wm_framework.stops import describe_stop
-
-    class FullDisk:
-        def __init__(self, f):
-            self.f = f
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def __getattr__(self, name):
-            return getattr(self.f, name)
 
     with tempfile.TemporaryDirectory() as d:
         target = Path(d) / "state.pt"

@@ -57,7 +57,7 @@ def data_param_names(kind: str) -> tuple[str, ...]:
     """The data parameters the core passes to a factory of ``kind`` when its table omits them."""
     if kind not in ("encoders", "predictors"):
         return ()
-    from wm_framework.runs.context import CONTEXT_KEYS_ENCODER, CONTEXT_KEYS_PREDICTOR
+    from wm_framework.runs.model_building import CONTEXT_KEYS_ENCODER, CONTEXT_KEYS_PREDICTOR
 
     return CONTEXT_KEYS_ENCODER if kind == "encoders" else CONTEXT_KEYS_PREDICTOR
 

@@ -194,7 +194,7 @@ class Progress:
 
     def __init__(self, total: int, start: int, description: str, enabled: bool = True, unit: str = "step",
                  logger: logging.Logger | None = None):
-        self.total, self.unit, self.description = total, unit, description
+        self.total, self.unit, self.description, self.done = total, unit, description, start
         self.enabled = enabled and verbosity() >= 0
         self.log = logger or get_logger("wm_framework.progress")
         self._bar = None
@@ -209,12 +209,20 @@ class Progress:
             self._task = self._bar.add_task(description, total=total, completed=start, info="")
             self._bar.start()
 
+    def advance(self, n: int = 1, info: str = "") -> None:
+        """``n`` more units done (collection, rendering, export: counted, not stepped)."""
+        self.update(self.done + n, info)
+
     def update(self, done: int, info: str = "", force_line: bool = False) -> None:
+        self.done = done
         if self._bar is not None:
             self._bar.update(self._task, completed=done, info=info)
         if force_line:
             shown = self.enabled and self._bar is None
-            self.log.info("%s %d/%d %s", self.unit, done, self.total, info, extra={"console": shown})
+            # Training's lines read "step 200/1000 loss ..."; counted work names itself first
+            # ("collect: episode 40/40 ...") since its unit alone does not say what ran.
+            head = "" if self.unit == "step" else f"{self.description}: "
+            self.log.info("%s%s %d/%d %s", head, self.unit, done, self.total, info, extra={"console": shown})
 
     def close(self) -> None:
         if self._bar is not None:

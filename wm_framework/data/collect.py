@@ -491,25 +491,20 @@ def _next_message(results, procs, want: type | None = None):
 
 
 class _Progress:
-    """A Rich progress bar (episodes, frames/s), or nothing when disabled."""
+    """The console's progress bar over episodes, with frames/s; a line at the end."""
 
     def __init__(self, total: int, enabled: bool):
-        self.frames, self.t0 = 0, time.perf_counter()
-        self.bar = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from wm_framework.console import Progress
 
-            self.bar = Progress(TextColumn("collect"), BarColumn(), MofNCompleteColumn(), TextColumn("episodes"),
-                                TextColumn("{task.fields[fps]:>8.0f} frames/s"), TimeRemainingColumn(), transient=False)
-            self.task = self.bar.add_task("collect", total=total, fps=0.0)
-            self.bar.start()
+        self.frames, self.t0 = 0, time.perf_counter()
+        self.bar = Progress(total, 0, "collect", enabled, unit="episode")
 
     def advance(self, frames: int) -> None:
         self.frames += frames
-        if self.bar is not None:
-            fps = self.frames / max(time.perf_counter() - self.t0, 1e-9)
-            self.bar.update(self.task, advance=1, fps=fps)
+        self.bar.advance(1, f"{self.frames / max(time.perf_counter() - self.t0, 1e-9):,.0f} frames/s")
 
     def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        if self.bar.done:
+            self.bar.update(self.bar.done, f"{self.frames:,} frames, {self.frames / max(time.perf_counter() - self.t0, 1e-9):,.0f} frames/s",
+                            force_line=True)
+        self.bar.close()

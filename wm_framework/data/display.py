@@ -71,31 +71,3 @@ def store_fps(store, given: int | None = None) -> tuple[int, str]:
     if isinstance(fps, (int, float)) and not isinstance(fps, bool) and fps >= 1:
         return int(round(fps)), f"env '{store.env.get('name')}' (metadata render_fps)"
     return DEFAULT_FPS, "default"
-
-
-class Progress:
-    """A Rich progress bar for long renders and conversions (``advance(n)``), or nothing
-    when disabled; a context manager."""
-
-    def __init__(self, label: str, total: int, unit: str, enabled: bool):
-        self.bar = None
-        if enabled and total > 0:
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-            from rich.progress import Progress as RichProgress
-
-            self.bar = RichProgress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
-                                    TimeRemainingColumn(), transient=False)
-            self.task = self.bar.add_task(label, total=total)
-
-    def advance(self, n: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=n)
-
-    def __enter__(self):
-        if self.bar is not None:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()

@@ -29,7 +29,8 @@ import numpy as np
 
 from wm_framework.atomic import atomic_directory, atomic_write_json, remove_stale_creations
 from wm_framework.data import lerobot_format as fmt
-from wm_framework.data.display import Progress, pixel_labels, store_fps
+from wm_framework.console import Progress
+from wm_framework.data.display import pixel_labels, store_fps
 from wm_framework.data.lerobot_video import CODECS, VideoWriter, padded_size
 from wm_framework.data.store import EpisodeStore
 from wm_framework.errors import WMUsageError
@@ -89,7 +90,7 @@ class _Exporter:
 
     # -- one episode ---------------------------------------------------------------------------
     def run(self, progress: bool) -> dict:
-        with Progress("export", self.store.num_episodes, "episodes", progress) as bar:
+        with Progress(self.store.num_episodes, 0, "export", progress, unit="episode") as bar:
             for e in range(self.store.num_episodes):
                 self._episode(e)
                 bar.advance()

@@ -220,7 +220,14 @@ class EpisodeStore:
         name = self.column_name(name)
         if not (0 <= start <= stop <= self.num_frames):
             raise WMUsageError(f"rows [{start}, {stop}) are outside the {self.num_frames} committed rows")
-        return np.asarray(self._array(name)[start:stop])
+        try:
+            return np.asarray(self._array(name)[start:stop])
+        except (ValueError, TypeError, RuntimeError) as e:
+            # A chunk whose bytes do not fit the array's metadata (an edited zarr.json, a
+            # foreign or truncated chunk file): name the array, not numpy's reshape.
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WMUsageError(f"store '{self.path}': array '{name}' rows {start}-{stop} cannot be decoded "
+                               f"({type(e).__name__}: {first}); `wm data validate {self.path}` checks every array") from e
 
     def episode(self, i: int) -> dict[str, np.ndarray]:
         """All columns of episode ``i`` (keys: "obs", "action", "reward", ..., "labels/<n>")."""

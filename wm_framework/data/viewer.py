@@ -22,7 +22,8 @@ import os
 import numpy as np
 
 from wm_framework.atomic import atomic_write, atomic_write_bytes
-from wm_framework.data.display import Progress, pixel_labels, store_fps
+from wm_framework.console import Progress
+from wm_framework.data.display import pixel_labels, store_fps
 from wm_framework.data.store import EpisodeStore
 from wm_framework.errors import WMUsageError
 
@@ -173,7 +174,7 @@ def show_episode(store_path, episode: int = 0, out=None, markers: list[str] | No
     if suffix == ".gif" and stop - start > MAX_GIF_FRAMES:
         raise WMUsageError(f"a GIF of {stop - start} frames is held whole in memory; at most {MAX_GIF_FRAMES} "
                            "(write .mp4, or choose rows with --start/--stop)")
-    with Progress("render", stop - start, "frames", progress) as bar:
+    with Progress(stop - start, 0, "render", progress and stop > start, unit="frame") as bar:
         def pictures():
             for t in range(start, stop):
                 yield renderer.picture(t)

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from wm_framework.errors import WMRuntimeError
-from wm_framework.runs.context import RunContext, build_losses
+from wm_framework.runs.context import RunContext
+from wm_framework.runs.model_building import build_losses
 from wm_framework.train import distributed
 from wm_framework.train.checkpoint import (atomic_write_json, load_resume_state, load_state_dict_strict, recover_pending,
                                            save_training_checkpoint, weights_file)
