@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -200,3 +201,13 @@ def last_state(run: Path, label: str = "last") -> dict:
         return {"model": load_weights_safetensors(Path(run) / "checkpoints" / f"{label}.safetensors")}
     weights, state, _ = load_resume_state(Path(run) / "checkpoints")
     return {"model": weights, **state}
+
+
+#: What the console says while a command works (wm_framework/console.py): stage headers,
+#: training steps and validations, counted work ("collect: episode 6/6 ...").
+_PROGRESS = re.compile(r"^(stage \S+|step \d+/\d+ |[\w ]+: \w+ \d+/\d+ )")
+
+
+def non_progress_lines(err: str) -> list[str]:
+    """The non-empty lines of a command's stderr that are not progress lines."""
+    return [x for x in err.splitlines() if x.strip() and not _PROGRESS.match(x)]

@@ -216,6 +216,18 @@ def test_collected_store_round_trips_within_the_codec_loss(tmp_path, monkeypatch
     assert info["features"]["observation.images.main"]["shape"] == [18, 18, 3]  # yuv420p: padded to even
     assert info["features"]["labels"]["names"] == s.label_names and info["total_frames"] == s.num_frames
     assert pq.read_table(tmp_path / "ds" / "meta" / "tasks.parquet").column("task").to_pylist() == ["random", "sticky_random"]
+    # LeRobot's stats: quantiles too, and per episode in meta/episodes (lerobot's delete_episodes and
+    # split_dataset rebuild stats.json from those columns; without them it came out empty)
+    stats = json.loads((tmp_path / "ds" / "meta" / "stats.json").read_text())
+    names = {"min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90", "q99"}
+    assert set(stats["action"]) == set(stats["observation.images.main"]) == names
+    assert np.array(stats["observation.images.main"]["q50"]).shape == (3, 1, 1)
+    eps = pq.read_table(tmp_path / "ds" / "meta" / "episodes" / "chunk-000" / "file-000.parquet").to_pydict()
+    for key in ("action", "next.reward", "labels", "index", "observation.images.main"):
+        assert {f"stats/{key}/{n}" for n in names} <= eps.keys(), key
+    assert sum(c[0] for c in eps["stats/index/count"]) == s.num_frames
+    assert [m[0] for m in eps["stats/index/min"]] == eps["dataset_from_index"]
+    assert np.array(eps["stats/observation.images.main/mean"][0]).shape == (3, 1, 1)
     back = import_store("lerobot", tmp_path / "ds", tmp_path / "back.zarr")
     assert back.episode_policy.tolist() == s.episode_policy.tolist() and back.episode_seed.tolist() == s.episode_seed.tolist()
     assert back.attrs["pixel_labels"] == ["ball_x", "ball_y", "paddle_x"] and "task_index" not in back.label_names

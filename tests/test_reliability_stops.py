@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from _reliability_util import tiny_recipe
+from _reliability_util import non_progress_lines, tiny_recipe
 from wm_framework.cli import main as wm_main
 from wm_framework.data.inspect import validate_store
 
@@ -53,7 +53,7 @@ def test_interrupted_run_says_so_in_one_line_with_the_resume_command(tmp_path, c
         proc.send_signal(sig)  # what kill, SLURM or a container runtime does
     _, err = proc.communicate(timeout=60)
     run = next(p for p in (tmp_path / "runs").iterdir() if not p.name.startswith("."))
-    lines = [x for x in err.splitlines() if x.strip() and not x.startswith(("stage ", "step "))]  # progress lines
+    lines = non_progress_lines(err)
     word = "interrupted" if sig == signal.SIGINT else "stopped by SIGTERM"
     assert proc.returncode == 128 + sig, err
     assert lines == [f"{word}; resume with: wm run --resume runs/{run.name}"], err

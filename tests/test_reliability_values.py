@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from _reliability_util import tiny_recipe
+from _reliability_util import non_progress_lines, tiny_recipe
 from wm_framework.cli import main as wm_main
 
 
@@ -143,7 +143,7 @@ def test_zero_or_negative_sizes_of_components_exit_2(tmp_path, capsys, override,
     recipe = tiny_recipe(tmp_path)
     assert wm_main(["run", str(recipe), override, "--out", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
-    lines = [x for x in err.splitlines() if x.strip() and not x.startswith("stage ")]  # progress lines aside
+    lines = non_progress_lines(err)
     # A negative size is refused with the recipe's other problems (before any data is
     # collected); a zero one when the model is built: one line either way.
     assert len(lines) == 1 and lines[0].removeprefix("error: ").startswith(f"{key}:") and "Traceback" not in err, lines

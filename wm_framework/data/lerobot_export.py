@@ -12,7 +12,9 @@ What maps to what (docs/datasets.md, "Formats"):
 * labels are one float vector ``labels`` whose ``names`` are the label names (NaN kept);
 * each episode's task is its policy name (``meta/tasks.parquet``), unless the store came
   from a LeRobot import and still has its ``task_index`` label and ``tasks`` attribute;
-  policy and seed are extra ``wm/policy``, ``wm/seed`` columns of ``meta/episodes``.
+  policy and seed are extra ``wm/policy``, ``wm/seed`` columns of ``meta/episodes``;
+* ``meta/stats.json`` and each episode's ``stats/<feature>/<stat>`` columns of ``meta/episodes``
+  hold LeRobot's statistics (min, max, mean, std, quantiles, count).
 
 The directory is built in a hidden sibling and renamed when complete (``atomic.py``): a
 crash leaves no dataset or a whole one.
@@ -85,8 +87,7 @@ class _Exporter:
         self.columns: dict[str, list] = {}
         self.episodes: list[dict] = []
         self.all_values: dict[str, list] = {}  # numeric columns of every frame, for meta/stats.json
-        self.image_sums = np.zeros((3, 4))  # per channel: sum, sum of squares, min, max (in [0, 1])
-        self.image_sums[:, 2], self.image_sums[:, 3] = np.inf, -np.inf
+        self.image_hist = np.zeros((3, 256), np.int64)  # per channel: pixels at each uint8 level
 
     # -- one episode ---------------------------------------------------------------------------
     def run(self, progress: bool) -> dict:
@@ -133,6 +134,7 @@ class _Exporter:
         if self.pixels:
             self._frames(ep["obs"], row)
         for name, values in cols.items():
+            row.update(_flat_stats(name, _vector_stats(values)))
             self.columns.setdefault(name, []).append(values)
             self.all_values.setdefault(name, []).append(values)
         self.rows_in_file += n
@@ -150,14 +152,10 @@ class _Exporter:
         row.update({prefix + "chunk_index": self.file_index // fmt.CHUNKS_SIZE,
                     prefix + "file_index": self.file_index % fmt.CHUNKS_SIZE,
                     prefix + "from_timestamp": first / self.fps, prefix + "to_timestamp": self.video.frames / self.fps})
-        values = obs.reshape(-1, obs.shape[-1]).astype(np.float64) / 255.0
-        if values.shape[1] == 1:
-            values = np.repeat(values, 3, axis=1)
-        sums = self.image_sums
-        sums[:, 0] += values.sum(0)
-        sums[:, 1] += (values ** 2).sum(0)
-        sums[:, 2] = np.minimum(sums[:, 2], values.min(0))
-        sums[:, 3] = np.maximum(sums[:, 3], values.max(0))
+        hist = np.stack([np.bincount(obs[..., c].reshape(-1), minlength=256) for c in range(obs.shape[-1])])
+        hist = np.repeat(hist, 3, axis=0) if len(hist) == 1 else hist  # grey: the MP4 is RGB
+        self.image_hist += hist
+        row.update(_flat_stats(self.video_key, _image_stats(hist, len(obs))))
 
     # -- files -----------------------------------------------------------------------------------
     def _file_fields(self) -> dict:
@@ -239,23 +237,41 @@ class _Exporter:
         return features
 
     def _stats(self) -> dict:
-        stats = {}
-        for name, parts in self.all_values.items():
-            values = np.concatenate(parts).astype(np.float64)
-            values = values.reshape(len(values), -1)
-            with warnings.catch_warnings():  # an all-NaN label (a ball never in play) is expected
-                warnings.simplefilter("ignore", RuntimeWarning)
-                stats[name] = {"min": np.nanmin(values, 0), "max": np.nanmax(values, 0), "mean": np.nanmean(values, 0),
-                               "std": np.nanstd(values, 0), "count": [len(values)]}
-        if self.pixels:  # LeRobot's form: per channel, shape (3, 1, 1), values in [0, 1]
-            n = self.store.num_frames * self.store.obs_shape[0] * self.store.obs_shape[1]
-            s = self.image_sums
-            mean = s[:, 0] / n
-            std = np.sqrt(np.maximum(s[:, 1] / n - mean ** 2, 0.0))
-            stats[self.video_key] = {k: v.reshape(3, 1, 1) for k, v in
-                                     (("min", s[:, 2]), ("max", s[:, 3]), ("mean", mean), ("std", std))}
-            stats[self.video_key]["count"] = [self.store.num_frames]
+        stats = {name: _vector_stats(np.concatenate(parts)) for name, parts in self.all_values.items()}
+        if self.pixels:
+            stats[self.video_key] = _image_stats(self.image_hist, self.store.num_frames)
         return json.loads(json.dumps(stats, default=_finite_list))
+
+
+def _vector_stats(values: np.ndarray) -> dict:
+    """LeRobot's statistics (``fmt.STAT_NAMES``) of a column of n frames, per component,
+    NaN ignored (an all-NaN label, a ball never in play, gives NaN): arrays of shape (d,)."""
+    values = values.astype(np.float64).reshape(len(values), -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        stats = {"min": np.nanmin(values, 0), "max": np.nanmax(values, 0), "mean": np.nanmean(values, 0),
+                 "std": np.nanstd(values, 0)}
+        stats.update(zip(fmt.QUANTILES, np.nanquantile(values, list(fmt.QUANTILES.values()), axis=0)))
+    return {**stats, "count": [len(values)]}
+
+
+def _image_stats(hist: np.ndarray, frames: int) -> dict:
+    """LeRobot's statistics of frames from ``hist`` (3, 256), each channel's pixel count at each
+    uint8 level: per channel, in [0, 1], shape (3, 1, 1); ``count`` is the number of frames."""
+    levels = np.arange(256) / 255.0
+    n = hist.sum(1)
+    mean = hist @ levels / n
+    cdf = np.cumsum(hist, 1)
+    stats = {"min": levels[(hist > 0).argmax(1)], "max": levels[255 - (hist[:, ::-1] > 0).argmax(1)], "mean": mean,
+             "std": np.sqrt(np.maximum(hist @ levels ** 2 / n - mean ** 2, 0.0))}
+    for key, q in fmt.QUANTILES.items():  # the lowest level with at least that share of pixels at or below it
+        stats[key] = levels[[int(np.searchsorted(c, q * c[-1])) for c in cdf]]
+    return {**{k: v.reshape(3, 1, 1) for k, v in stats.items()}, "count": [frames]}
+
+
+def _flat_stats(name: str, stats: dict) -> dict:
+    """Per-episode stats as LeRobot's ``meta/episodes`` columns ``stats/<feature>/<stat>`` (lists)."""
+    return {f"stats/{name}/{k}": np.asarray(v).tolist() for k, v in stats.items()}
 
 
 def _tasks_table(tasks: list[str]):

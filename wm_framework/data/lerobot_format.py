@@ -12,7 +12,9 @@ features, ``create_empty_dataset_info``) and ``dataset_metadata.py`` (``CODEBASE
     meta/episodes/chunk-000/file-000.parquet
                                     one row per episode: episode_index, tasks, length,
                                     dataset_from_index/_to_index, data/chunk_index, data/file_index,
-                                    videos/<key>/{chunk_index,file_index,from_timestamp,to_timestamp}
+                                    videos/<key>/{chunk_index,file_index,from_timestamp,to_timestamp},
+                                    stats/<feature>/<stat> (that episode's stats: LeRobot's
+                                    delete_episodes/split_dataset rebuild stats.json from them)
     data/chunk-000/file-000.parquet one row per frame of many episodes
     videos/<key>/chunk-000/file-000.mp4   many episodes of one camera, one after the other
     meta/wm_framework.json          ours only (LeRobot ignores it): what the exporter changed
@@ -34,8 +36,12 @@ VIDEO_PATH = "videos/{video_key}/" + CHUNK_FILE + ".mp4"
 EPISODES_PATH = "meta/episodes/" + CHUNK_FILE + ".parquet"
 INFO_PATH, STATS_PATH, TASKS_PATH = "meta/info.json", "meta/stats.json", "meta/tasks.parquet"
 WM_META_PATH = "meta/wm_framework.json"
-#: LeRobot's defaults: files per chunk directory, and the size at which a file is closed.
-CHUNKS_SIZE, DATA_FILE_MB, VIDEO_FILE_MB = 1000, 100, 500
+#: LeRobot's defaults (0.4.4): files per chunk directory, and the size at which a file is closed.
+CHUNKS_SIZE, DATA_FILE_MB, VIDEO_FILE_MB = 1000, 100, 200
+#: The statistics LeRobot (0.4) keeps per feature, in stats.json and per episode: quantile
+#: ``qNN`` for each of ``compute_stats.DEFAULT_QUANTILES`` (quantile normalisation uses them).
+QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
+STAT_NAMES = ("min", "max", "mean", "std", *QUANTILES, "count")
 
 STATE, ENV_STATE, ACTION = "observation.state", "observation.environment_state", "action"
 REWARD, DONE = "next.reward", "next.done"

@@ -285,7 +285,8 @@ def _summary(ctx: RunContext) -> None:
             ("best step", res.get("best_step")), ("final grad norm", res.get("final_grad_norm"))]
     sizes = res.get("checkpoint_bytes") or {}
     if sizes:
-        rows.append(("checkpoint size", " + ".join(f"{_megabytes(v)} {k.replace('_', ' ')}" for k, v in sizes.items())))
+        order = sorted(sizes, key=lambda k: (k != "weights", k))  # weights first: what every label costs
+        rows.append(("checkpoint size", " + ".join(f"{_megabytes(sizes[k])} {k.replace('_', ' ')}" for k in order)))
     md = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {_fmt(v)} |" for k, v in rows)
     md += "\n\nMetrics per step: `metrics.jsonl`; checkpoints: `checkpoints/`."
     ctx.write_report_section("train", "Training", md)
