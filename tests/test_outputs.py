@@ -225,7 +225,12 @@ def test_a_failed_run_ends_its_log_with_the_error(tmp_path, capsys, monkeypatch)
 # ----------------------------------------------------------------------------- probes
 def test_probe_visits_each_checkpoint_step_once(tmp_path, capsys):
     """`best` and `last` at the same step are one probe pass, reported under both labels."""
-    run = tiny_run(tmp_path, steps=4)
+    from wm_framework.runs.run import run_recipe
+
+    recipe = tiny_recipe(tmp_path, steps=4)
+    # One quick probe is enough to see how checkpoints are visited (the default fits an MLP too).
+    recipe.write_text(recipe.read_text() + '[probe]\nprobes = ["ridge"]\nbaselines = ["static"]\nbootstrap = 20\n')
+    run = run_recipe(str(recipe), out=str(tmp_path / "runs"), progress=False)
     index = json.loads((run / "checkpoints" / "index.json").read_text())
     steps = {e["label"]: e["step"] for e in index}
     assert steps["best"] == steps["last"] == 4, steps  # eval_every 2: the loss still falls at step 4
