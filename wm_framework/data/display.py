@@ -1,7 +1,7 @@
 """What showing a store's frames needs that the frames do not say: which labels are pixel
 positions, and how many steps make a second.
 
-Neither is guessed from names (``ee_x`` of a robot arm is metres, ``ball_x`` of Breakout
+Neither is guessed from names (``ee_x`` of a robot arm is metres, ``ball_x`` of an Atari game
 is pixels). They come, first found first:
 
 * pixel labels: ``--markers`` given to the command; the store attribute ``pixel_labels``
