@@ -66,14 +66,15 @@ def test_atomic_writes_respect_the_umask(tmp_path, mask):
 def test_checkpoints_respect_the_umask(tmp_path):
     import torch
 
-    from wm_framework.train.checkpoint import save_checkpoint
+    from wm_framework.train.checkpoint import TRAINER_STATE, save_training_checkpoint
 
     old = os.umask(0o022)
     try:
-        save_checkpoint(tmp_path / "c.pt", {"w": torch.zeros(2)})
+        save_training_checkpoint(tmp_path, "last", {"w": torch.zeros(2)}, {"step": 1})
     finally:
         os.umask(old)
-    assert stat.S_IMODE((tmp_path / "c.pt").stat().st_mode) == 0o644
+    for name in ("last.safetensors", TRAINER_STATE):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
 
 
 # ----------------------------------------------------------------------------- shipped recipes

@@ -207,11 +207,7 @@ class WorldModel(nn.Module):
         import numpy as np
 
         obs = np.asarray(obs)
-        frame_ndim = 3 if obs.dtype == np.uint8 else 1
-        if obs.ndim not in (frame_ndim + 1, frame_ndim + 2):
-            kind = "uint8 frames [T,H,W,C]" if frame_ndim == 3 else "float states [T,D]"
-            raise ValueError(f"obs: expected {kind} (or with a leading batch axis), got shape {obs.shape}")
-        batched = obs.ndim == frame_ndim + 2
+        batched = _is_batched(obs)
         device = next(self.parameters()).device
         obs_t = torch.from_numpy(np.ascontiguousarray(obs if batched else obs[None])).to(device)
         act_t = None
@@ -246,7 +242,7 @@ class WorldModel(nn.Module):
         import numpy as np
 
         obs, actions = np.asarray(obs), np.asarray(actions)
-        batched = obs.ndim == (3 if obs.dtype == np.uint8 else 1) + 2
+        batched = _is_batched(obs)
         t = obs.shape[1] if batched else obs.shape[0]
         out = self.rollout_numpy(obs, actions[:, :t] if batched else actions[:t])  # exactly one imagined step
         first = (lambda x: x[:, 0]) if batched else (lambda x: x[0])
@@ -269,3 +265,13 @@ class WorldModel(nn.Module):
         if "obs" in out:
             result["frames"] = self._frames_to_numpy(out["obs"], batched)
         return result
+
+
+def _is_batched(obs) -> bool:
+    """Whether store-layout ``obs`` has a leading batch axis: frames are uint8 ``[T,H,W,C]``,
+    states float ``[T,D]``; anything else is refused with the shape."""
+    frame_ndim = 3 if obs.dtype.kind == "u" and obs.itemsize == 1 else 1
+    if obs.ndim not in (frame_ndim + 1, frame_ndim + 2):
+        kind = "uint8 frames [T,H,W,C]" if frame_ndim == 3 else "float states [T,D]"
+        raise ValueError(f"obs: expected {kind} (or with a leading batch axis), got shape {obs.shape}")
+    return obs.ndim == frame_ndim + 2

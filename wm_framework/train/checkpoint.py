@@ -21,13 +21,8 @@ from pathlib import Path
 import torch
 
 # The writers live in wm_framework.atomic (no torch); re-exported for existing callers.
-from wm_framework.atomic import atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: F401
+from wm_framework.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: F401
 from wm_framework.errors import WMUsageError
-
-
-def save_checkpoint(path: str | Path, state: dict) -> None:
-    """torch.save ``state`` atomically (temp file + fsync + rename)."""
-    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
